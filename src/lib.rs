@@ -1,0 +1,11 @@
+//! idis-harness: an IDIS / DLMS-COSEM conformance and interoperability test harness.
+//!
+//! The layers, from the bytes up (the dependency arrows point one way):
+//!
+//! * [`wire`]: pure codecs (HDLC, TCP/UDP wrapper, A-XDR, APDUs, OBIS). No I/O.
+//! * [`security`]: security suite 0 (AES-GCM-128, HLS-GMAC, AES key wrap, counters). No I/O.
+#![forbid(unsafe_code)]
+#![warn(missing_debug_implementations)]
+
+pub mod security;
+pub mod wire;

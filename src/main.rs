@@ -1,0 +1,3 @@
+fn main() {
+    println!("idis-harness {}", env!("CARGO_PKG_VERSION"));
+}
