@@ -4,8 +4,12 @@
 //!
 //! * [`wire`]: pure codecs (HDLC, TCP/UDP wrapper, A-XDR, APDUs, OBIS). No I/O.
 //! * [`security`]: security suite 0 (AES-GCM-128, HLS-GMAC, AES key wrap, counters). No I/O.
+//! * [`suite`]: the YAML suite model and loader.
+//! * [`runner`]: runs cases against targets and emits events.
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
+pub mod runner;
 pub mod security;
+pub mod suite;
 pub mod wire;

@@ -295,10 +295,26 @@ mod tests {
         let ctos = b"K56iVagY";
         let stoc = b"P6wRJ21F";
         let f_stoc = hls_gmac(SecurityControl::AUTH, &ST_CLIENT, 1, &ek, &ak, stoc);
-        assert_eq!(hex::encode_upper(f_stoc), "10000000011A52FE7DD3E72748973C1E28");
-        let f_ctos = hls_gmac(SecurityControl::AUTH, &ST_SERVER, 0x01234567, &ek, &ak, ctos);
-        assert_eq!(hex::encode_upper(f_ctos), "1001234567FE1466AFB3DBCD4F9389E2B7");
-        assert_eq!(verify_hls_gmac(&f_ctos, &ST_SERVER, &ek, &ak, ctos), Ok(0x01234567));
+        assert_eq!(
+            hex::encode_upper(f_stoc),
+            "10000000011A52FE7DD3E72748973C1E28"
+        );
+        let f_ctos = hls_gmac(
+            SecurityControl::AUTH,
+            &ST_SERVER,
+            0x01234567,
+            &ek,
+            &ak,
+            ctos,
+        );
+        assert_eq!(
+            hex::encode_upper(f_ctos),
+            "1001234567FE1466AFB3DBCD4F9389E2B7"
+        );
+        assert_eq!(
+            verify_hls_gmac(&f_ctos, &ST_SERVER, &ek, &ak, ctos),
+            Ok(0x01234567)
+        );
         assert_eq!(
             verify_hls_gmac(&f_ctos, &ST_SERVER, &ek, &ak, stoc),
             Err(SecurityError::TagMismatch)
@@ -355,7 +371,10 @@ mod tests {
         let mut out = protect(SecurityControl::AUTH_ENC, &ST_SERVER, 7, &ek, &ak, b"abc").unwrap();
         out[0] = 0x20;
         let p = unprotect(&out, &ST_SERVER, &ek, &ak).unwrap();
-        assert!(!p.sc.authenticated(), "caller sees the weaker SC and must refuse it");
+        assert!(
+            !p.sc.authenticated(),
+            "caller sees the weaker SC and must refuse it"
+        );
     }
 
     #[test]

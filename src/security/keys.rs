@@ -135,8 +135,7 @@ impl fmt::Debug for SystemTitle {
 impl FromStr for SystemTitle {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let v = hex::decode(s.trim())
-            .map_err(|e| format!("system title {s:?} is not hex: {e}"))?;
+        let v = hex::decode(s.trim()).map_err(|e| format!("system title {s:?} is not hex: {e}"))?;
         SystemTitle::from_slice(&v)
             .ok_or_else(|| format!("a system title is 8 bytes (16 hex digits), got {}", v.len()))
     }
@@ -161,7 +160,9 @@ mod tests {
         let e = "D0D1D2D3D4D5D6D7D8D9DADBDCDDDE".parse::<Key>().unwrap_err();
         assert!(!e.to_string().contains("D0D1"));
         assert_eq!(
-            "d0d1d2d3 d4d5d6d7 d8d9dadb dcdddedf".parse::<Key>().unwrap(),
+            "d0d1d2d3 d4d5d6d7 d8d9dadb dcdddedf"
+                .parse::<Key>()
+                .unwrap(),
             Key::EXAMPLE_AK
         );
     }

@@ -53,7 +53,10 @@ mod tests {
     fn rejects_a_wrong_kek_or_tampered_wrap() {
         let kek = Key::EXAMPLE_KEK;
         let w = wrap_key(&kek, &Key::EXAMPLE_AK);
-        assert_eq!(unwrap_key(&Key::EXAMPLE_AK, &w), Err(SecurityError::UnwrapFailed));
+        assert_eq!(
+            unwrap_key(&Key::EXAMPLE_AK, &w),
+            Err(SecurityError::UnwrapFailed)
+        );
         let mut t = w;
         t[5] ^= 1;
         assert_eq!(unwrap_key(&kek, &t), Err(SecurityError::UnwrapFailed));

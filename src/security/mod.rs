@@ -21,7 +21,9 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecurityError {
     /// The GCM tag did not verify: wrong key, wrong system title or counter, or a tampered APDU.
-    #[error("authentication tag does not verify (wrong key, system title or counter, or tampered data)")]
+    #[error(
+        "authentication tag does not verify (wrong key, system title or counter, or tampered data)"
+    )]
     TagMismatch,
     /// The security control byte names a suite this harness does not implement.
     #[error("security suite {0} is not supported (only suite 0)")]
@@ -36,7 +38,9 @@ pub enum SecurityError {
     #[error("key must be {expected} bytes, got {got}")]
     KeyLength { expected: usize, got: usize },
     /// RFC 3394 integrity check failed when unwrapping a key.
-    #[error("key unwrap failed: integrity check value does not match (wrong KEK or corrupted data)")]
+    #[error(
+        "key unwrap failed: integrity check value does not match (wrong KEK or corrupted data)"
+    )]
     UnwrapFailed,
 }
 

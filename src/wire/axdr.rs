@@ -117,7 +117,11 @@ impl BitString {
         if bytes.len() != bits.div_ceil(8) {
             return Err(WireError::invalid(
                 "bit-string",
-                format!("{bits} bits need {} byte(s), got {}", bits.div_ceil(8), bytes.len()),
+                format!(
+                    "{bits} bits need {} byte(s), got {}",
+                    bits.div_ceil(8),
+                    bytes.len()
+                ),
             ));
         }
         Ok(BitString { bits, bytes })
@@ -125,7 +129,11 @@ impl BitString {
 
     /// Bit `i`, counting from the MSB of the first byte.
     pub fn get(&self, i: usize) -> bool {
-        i < self.bits && self.bytes.get(i / 8).is_some_and(|b| b & (0x80 >> (i % 8)) != 0)
+        i < self.bits
+            && self
+                .bytes
+                .get(i / 8)
+                .is_some_and(|b| b & (0x80 >> (i % 8)) != 0)
     }
 }
 
@@ -135,7 +143,10 @@ pub enum TypeDescription {
     /// A simple type, by its tag.
     Simple(u8),
     /// `count` elements of one type.
-    Array { count: u16, element: Box<TypeDescription> },
+    Array {
+        count: u16,
+        element: Box<TypeDescription>,
+    },
     /// A structure of the listed types.
     Structure(Vec<TypeDescription>),
 }
@@ -708,7 +719,10 @@ mod tests {
             bytes.extend_from_slice(&[0x01, 0x01]);
         }
         bytes.push(0x00);
-        assert!(matches!(Data::decode(&bytes), Err(WireError::TooDeep { .. })));
+        assert!(matches!(
+            Data::decode(&bytes),
+            Err(WireError::TooDeep { .. })
+        ));
         // One level less is fine.
         let ok = &bytes[2..];
         assert!(Data::decode(ok).is_ok());
@@ -735,7 +749,10 @@ mod tests {
         };
         let d = Data::CompactArray(c.clone());
         let enc = d.encode();
-        assert_eq!(enc, hex::decode("1302021211060001020003 04".replace(' ', "")).unwrap());
+        assert_eq!(
+            enc,
+            hex::decode("1302021211060001020003 04".replace(' ', "")).unwrap()
+        );
         assert_eq!(Data::decode(&enc).unwrap(), d);
         assert_eq!(
             c.elements().unwrap(),

@@ -42,7 +42,9 @@ impl fmt::Debug for Obis {
 
 /// Why a text is not an OBIS code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid OBIS code {text:?}: expected A-B:C.D.E.F, A.B.C.D.E.F or 12 hex digits, each group 0..=255")]
+#[error(
+    "invalid OBIS code {text:?}: expected A-B:C.D.E.F, A.B.C.D.E.F or 12 hex digits, each group 0..=255"
+)]
 pub struct ObisParseError {
     pub text: String,
 }
@@ -80,7 +82,6 @@ impl FromStr for Obis {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,7 +97,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_codes() {
-        for bad in ["", "0-0:43.1.0", "0-0:43.1.0.256", "1.2.3.4.5.6.7", "x-0:1.0.0.255"] {
+        for bad in [
+            "",
+            "0-0:43.1.0",
+            "0-0:43.1.0.256",
+            "1.2.3.4.5.6.7",
+            "x-0:1.0.0.255",
+        ] {
             assert!(bad.parse::<Obis>().is_err(), "{bad}");
         }
     }

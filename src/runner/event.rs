@@ -1,0 +1,193 @@
+//! The events a run emits. The runner prints nothing; the console, JUnit and
+//! trace writers in `report` consume these (the cargo-nextest pattern).
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+/// Where in a suite file something is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceLocation {
+    pub file: PathBuf,
+    pub line: u32,
+    pub column: u32,
+}
+
+impl std::fmt::Display for SourceLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// Why a case did not pass, for people: a one-line message and the full text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// One line, e.g. `step 3 (replay): expected exception-response invocation-counter-error, got get-response data`.
+    pub message: String,
+    /// The full, colourless explanation: expected, got, the YAML location with the
+    /// source line and a caret. Goes into the JUnit body and the console.
+    pub detail: String,
+    /// The failing step's location in its suite file.
+    pub location: Option<SourceLocation>,
+}
+
+/// The verdict of a case (DESIGN.md "Verdicts"; CTT PASSED/FAILED/INCONCLUSIVE/INAPPLICABLE).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Passed,
+    /// The device did something the standard or the device profile does not allow.
+    Failed(Diagnostic),
+    /// The harness could not decide: transport down, timeout in setup, bad suite.
+    Error(Diagnostic),
+    /// Not applicable to this device profile; the reason.
+    Skipped(String),
+}
+
+impl Verdict {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Verdict::Passed => "PASS",
+            Verdict::Failed(_) => "FAIL",
+            Verdict::Error(_) => "ERROR",
+            Verdict::Skipped(_) => "SKIP",
+        }
+    }
+}
+
+/// Direction of a traffic record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Harness to device.
+    Sent,
+    /// Device to harness.
+    Received,
+    /// A remark by the harness (a step starting, a timeout, a decode failure).
+    Note,
+}
+
+impl Direction {
+    pub fn arrow(self) -> &'static str {
+        match self {
+            Direction::Sent => "->",
+            Direction::Received => "<-",
+            Direction::Note => "--",
+        }
+    }
+}
+
+/// One line of traffic: what went over the link, decoded and deciphered. Never holds key bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrafficRecord {
+    /// Time since the case started.
+    pub at: Duration,
+    pub direction: Direction,
+    /// `hdlc`, `wrapper`, `apdu`, `xdlms` (deciphered content), `note`.
+    pub layer: &'static str,
+    /// The bytes in hex (empty for notes).
+    pub hex: String,
+    /// A decoded description.
+    pub decoded: String,
+}
+
+impl std::fmt::Display for TrafficRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.at.as_secs_f64();
+        write!(
+            f,
+            "{secs:9.3}s {} {:<7} {}",
+            self.direction.arrow(),
+            self.layer,
+            self.decoded
+        )?;
+        if !self.hex.is_empty() {
+            write!(f, "\n{:>20}{}", "", self.hex)?;
+        }
+        Ok(())
+    }
+}
+
+/// What identifies a case in a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseInfo {
+    pub suite_id: String,
+    pub suite_title: String,
+    pub suite_file: PathBuf,
+    pub case_id: String,
+    pub case_title: String,
+    /// The clause or source checked.
+    pub checks: String,
+    pub tags: Vec<String>,
+    /// Where the case starts in its suite file.
+    pub location: Option<SourceLocation>,
+    /// The target (device) name it ran against.
+    pub target: String,
+}
+
+/// A target as reports describe it (JUnit properties).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetInfo {
+    /// Short name used in output, e.g. `sim` or `tcp://10.0.0.5:4059`.
+    pub name: String,
+    /// Device profile file, or `built-in defaults`.
+    pub profile: String,
+    /// Transport, e.g. `wrapper over TCP`, `HDLC over serial /dev/ttyUSB0 9600 8N1`.
+    pub transport: String,
+    /// Server system title, when known.
+    pub system_title: Option<String>,
+}
+
+/// Counts at the end of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub passed: usize,
+    pub failed: usize,
+    pub errors: usize,
+    pub skipped: usize,
+    /// Cases selected but not run (fail-fast or interruption).
+    pub not_run: usize,
+    pub duration: Duration,
+}
+
+impl Summary {
+    pub fn total(&self) -> usize {
+        self.passed + self.failed + self.errors + self.skipped
+    }
+    pub fn success(&self) -> bool {
+        self.failed == 0 && self.errors == 0 && self.not_run == 0
+    }
+}
+
+/// An event of a run, in order.
+#[derive(Debug, Clone)]
+pub enum Event {
+    RunStarted {
+        started: SystemTime,
+        targets: Vec<TargetInfo>,
+        /// Cases selected to run.
+        cases: usize,
+        harness_version: String,
+    },
+    CaseStarted {
+        case: CaseInfo,
+    },
+    /// A step finished (pass or not), with its traffic.
+    StepFinished {
+        case: CaseInfo,
+        index: usize,
+        /// e.g. `get 8/0-0:1.0.0.255/2`
+        description: String,
+        ok: bool,
+        traffic: Vec<TrafficRecord>,
+    },
+    CaseFinished {
+        case: CaseInfo,
+        verdict: Verdict,
+        duration: Duration,
+        /// All traffic of the case, in order.
+        traffic: Vec<TrafficRecord>,
+    },
+    RunFinished {
+        summary: Summary,
+        /// Stopped by Ctrl-C / SIGTERM or fail-fast before all cases ran.
+        interrupted: bool,
+    },
+}

@@ -1,0 +1,3 @@
+//! Runs cases against targets and emits [`event::Event`]s; prints nothing.
+
+pub mod event;

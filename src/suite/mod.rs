@@ -1,0 +1,3 @@
+//! Test suites: the YAML model and its loader.
+
+pub mod model;
