@@ -9,7 +9,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
+pub mod profile;
 pub mod runner;
 pub mod security;
 pub mod suite;
+pub mod transport;
 pub mod wire;
