@@ -1,0 +1,972 @@
+//! HDLC data link (IEC 62056-46; dlms-facts.md 6.1), both sides, sans-IO in the
+//! quinn-proto manner: feed received bytes with `handle_bytes` and the clock
+//! with `handle_timeout`; take frames to send with `poll_transmit`, events with
+//! `poll_event`, and the next deadline with `poll_timeout`.
+//!
+//! Covered: SNRM/UA with parameter negotiation, I-frames with N(S)/N(R),
+//! segmentation both ways (RR polling for the next segment), the window,
+//! retransmission on timeout, DISC/UA/DM, FRMR, the inactivity timeout (server)
+//! and the LLC header.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::wire::hdlc::{
+    Address, Control, DeframeEvent, Deframer, FrameRepr, HdlcError, LLC_REQUEST, LLC_RESPONSE,
+    LinkParams, crc16,
+};
+
+/// Largest information field either side may negotiate (IEC 62056-46: 2030).
+pub const MAX_INFO_LIMIT: u16 = 2030;
+
+fn inc(n: u8) -> u8 {
+    (n + 1) & 0x07
+}
+
+/// Splits `data` into information fields of at most `max` bytes.
+fn segment(data: &[u8], max: usize) -> VecDeque<Vec<u8>> {
+    let max = max.max(1);
+    let mut out: VecDeque<Vec<u8>> = data.chunks(max).map(|c| c.to_vec()).collect();
+    if out.is_empty() {
+        out.push_back(Vec::new());
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Client
+
+/// Settings of the client side.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub client: Address,
+    pub server: Address,
+    /// Parameters proposed in the SNRM; `None` sends an SNRM without an information field.
+    pub proposal: Option<LinkParams>,
+    /// How long to wait for a reply before retransmitting.
+    pub response_timeout: Duration,
+    /// Retransmissions before giving up.
+    pub retries: u8,
+}
+
+/// What the client link reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    /// Every frame received, before it is processed (for the traffic trace).
+    FrameReceived(FrameRepr),
+    /// Bytes that formed no valid frame (bad HCS/FCS, bad length, ...).
+    InvalidFrame { bytes: Vec<u8>, error: HdlcError },
+    /// UA to our SNRM: the link is up with these parameters (as seen from us: tx = what we may send).
+    Connected(LinkParams),
+    /// DM to our SNRM.
+    ConnectRefused,
+    /// UA or DM to our DISC, or a DM/DISC from the server while connected.
+    Disconnected { by_peer: bool },
+    /// A complete APDU (LLC header removed).
+    Apdu(Vec<u8>),
+    /// The server answered FRMR.
+    FrameRejected(Vec<u8>),
+    /// The server broke the protocol (wrong N(S), missing LLC, unexpected frame).
+    Violation(String),
+    /// No reply after all retransmissions.
+    Timeout(&'static str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientState {
+    Disconnected,
+    Connecting,
+    Connected,
+    Disconnecting,
+}
+
+/// The client (primary station) side of an HDLC link.
+#[derive(Debug)]
+pub struct HdlcClient {
+    cfg: ClientConfig,
+    state: ClientState,
+    params: LinkParams,
+    deframer: Deframer,
+    vs: u8,
+    vr: u8,
+    /// Information fields still to send for the current APDU.
+    pending: VecDeque<Vec<u8>>,
+    /// The last command frame sent and waiting for a reply, with when and how often.
+    outstanding: Option<(FrameRepr, Instant, u8)>,
+    reassembly: Vec<u8>,
+    transmit: VecDeque<Vec<u8>>,
+    events: VecDeque<ClientEvent>,
+}
+
+impl HdlcClient {
+    pub fn new(cfg: ClientConfig) -> Self {
+        HdlcClient {
+            cfg,
+            state: ClientState::Disconnected,
+            params: LinkParams::default(),
+            deframer: Deframer::new(),
+            vs: 0,
+            vr: 0,
+            pending: VecDeque::new(),
+            outstanding: None,
+            reassembly: Vec::new(),
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.cfg
+    }
+    pub fn is_connected(&self) -> bool {
+        self.state == ClientState::Connected
+    }
+    /// Negotiated parameters, as seen from the client (tx = toward the server).
+    pub fn params(&self) -> LinkParams {
+        self.params
+    }
+    /// The next N(S) and N(R) the client would use (for hand-made frames).
+    pub fn sequence(&self) -> (u8, u8) {
+        (self.vs, self.vr)
+    }
+    /// Garbage bytes dropped by the deframer so far.
+    pub fn dropped_bytes(&self) -> u64 {
+        self.deframer.dropped_bytes()
+    }
+    /// Is a request or reply still under way?
+    pub fn busy(&self) -> bool {
+        self.outstanding.is_some() || !self.pending.is_empty()
+    }
+
+    fn frame(&self, control: Control, info: Vec<u8>, segmented: bool) -> FrameRepr {
+        FrameRepr {
+            segmented,
+            dest: self.cfg.server,
+            src: self.cfg.client,
+            control,
+            info,
+        }
+    }
+
+    fn send_command(&mut self, f: FrameRepr, now: Instant) {
+        self.transmit.push_back(f.encode());
+        self.outstanding = Some((f, now, 0));
+    }
+
+    /// Sends SNRM.
+    pub fn connect(&mut self, now: Instant) {
+        let info = self.cfg.proposal.map(|p| p.encode()).unwrap_or_default();
+        let f = self.frame(Control::Snrm { poll_final: true }, info, false);
+        self.state = ClientState::Connecting;
+        self.vs = 0;
+        self.vr = 0;
+        self.pending.clear();
+        self.reassembly.clear();
+        self.send_command(f, now);
+    }
+
+    /// Sends DISC.
+    pub fn disconnect(&mut self, now: Instant) {
+        let f = self.frame(Control::Disc { poll_final: true }, vec![], false);
+        self.state = ClientState::Disconnecting;
+        self.pending.clear();
+        self.send_command(f, now);
+    }
+
+    /// Queues an APDU: adds the LLC header and segments it to the negotiated size.
+    pub fn send_apdu(&mut self, apdu: &[u8], now: Instant) -> Result<(), &'static str> {
+        if self.state != ClientState::Connected {
+            return Err("the HDLC link is not connected (no UA to an SNRM yet)");
+        }
+        if self.busy() {
+            return Err("a request is still under way on the HDLC link");
+        }
+        let mut info = LLC_REQUEST.to_vec();
+        info.extend_from_slice(apdu);
+        self.pending = segment(&info, self.params.max_info_tx as usize);
+        self.reassembly.clear();
+        self.send_next_segment(now);
+        Ok(())
+    }
+
+    fn send_next_segment(&mut self, now: Instant) {
+        if let Some(info) = self.pending.pop_front() {
+            let segmented = !self.pending.is_empty();
+            let f = self.frame(
+                Control::I {
+                    send_seq: self.vs,
+                    recv_seq: self.vr,
+                    poll_final: true,
+                },
+                info,
+                segmented,
+            );
+            self.vs = inc(self.vs);
+            self.send_command(f, now);
+        }
+    }
+
+    /// Feeds received bytes.
+    pub fn handle_bytes(&mut self, bytes: &[u8], now: Instant) {
+        self.deframer.push(bytes);
+        while let Some(ev) = self.deframer.next_event() {
+            match ev {
+                DeframeEvent::Frame(f) => self.handle_frame(f, now),
+                DeframeEvent::Invalid { bytes, error } => {
+                    self.events.push_back(ClientEvent::InvalidFrame { bytes, error })
+                }
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, f: FrameRepr, now: Instant) {
+        // Frames for another client, or from another server, are not ours.
+        let ours = f.dest == self.cfg.client && f.src == self.cfg.server;
+        self.events.push_back(ClientEvent::FrameReceived(f.clone()));
+        if !ours {
+            self.events.push_back(ClientEvent::Violation(format!(
+                "frame addressed {} -> {}, expected {} -> {}",
+                f.src, f.dest, self.cfg.server, self.cfg.client
+            )));
+            return;
+        }
+        match (self.state, f.control) {
+            (ClientState::Connecting, Control::Ua { .. }) => {
+                self.outstanding = None;
+                match LinkParams::decode(&f.info) {
+                    Ok(p) => {
+                        // UA parameters are the server's view: its tx is our rx.
+                        self.params = LinkParams {
+                            max_info_tx: p.max_info_rx.min(MAX_INFO_LIMIT),
+                            max_info_rx: p.max_info_tx.min(MAX_INFO_LIMIT),
+                            window_tx: p.window_rx,
+                            window_rx: p.window_tx,
+                        };
+                        self.state = ClientState::Connected;
+                        self.events.push_back(ClientEvent::Connected(self.params));
+                    }
+                    Err(e) => {
+                        self.state = ClientState::Disconnected;
+                        self.events
+                            .push_back(ClientEvent::Violation(format!("UA parameters: {e}")));
+                    }
+                }
+            }
+            (ClientState::Connecting, Control::Dm { .. }) => {
+                self.outstanding = None;
+                self.state = ClientState::Disconnected;
+                self.events.push_back(ClientEvent::ConnectRefused);
+            }
+            (ClientState::Disconnecting, Control::Ua { .. } | Control::Dm { .. }) => {
+                self.outstanding = None;
+                self.state = ClientState::Disconnected;
+                self.events
+                    .push_back(ClientEvent::Disconnected { by_peer: false });
+            }
+            (_, Control::Frmr { .. }) => {
+                self.outstanding = None;
+                self.pending.clear();
+                self.events.push_back(ClientEvent::FrameRejected(f.info));
+            }
+            (ClientState::Connected, Control::Dm { .. } | Control::Disc { .. }) => {
+                self.outstanding = None;
+                self.pending.clear();
+                self.state = ClientState::Disconnected;
+                self.events.push_back(ClientEvent::Disconnected { by_peer: true });
+            }
+            (ClientState::Connected, Control::Rr { recv_seq, .. }) => {
+                // The server acknowledges a segment and asks for the next.
+                if recv_seq != self.vs {
+                    self.events.push_back(ClientEvent::Violation(format!(
+                        "RR with N(R)={recv_seq}, expected {}",
+                        self.vs
+                    )));
+                }
+                self.outstanding = None;
+                if !self.pending.is_empty() {
+                    self.send_next_segment(now);
+                }
+            }
+            (ClientState::Connected, Control::I { send_seq, recv_seq, .. }) => {
+                self.outstanding = None;
+                if send_seq != self.vr {
+                    self.events.push_back(ClientEvent::Violation(format!(
+                        "I-frame with N(S)={send_seq}, expected {}",
+                        self.vr
+                    )));
+                    return;
+                }
+                if recv_seq != self.vs {
+                    self.events.push_back(ClientEvent::Violation(format!(
+                        "I-frame with N(R)={recv_seq}, expected {}",
+                        self.vs
+                    )));
+                }
+                self.vr = inc(self.vr);
+                self.pending.clear();
+                self.reassembly.extend_from_slice(&f.info);
+                if f.segmented {
+                    // Poll for the next segment.
+                    let rr = self.frame(
+                        Control::Rr {
+                            recv_seq: self.vr,
+                            poll_final: true,
+                        },
+                        vec![],
+                        false,
+                    );
+                    self.send_command(rr, now);
+                } else {
+                    let data = std::mem::take(&mut self.reassembly);
+                    match data.strip_prefix(&LLC_RESPONSE[..]) {
+                        Some(apdu) => self.events.push_back(ClientEvent::Apdu(apdu.to_vec())),
+                        None => self.events.push_back(ClientEvent::Violation(format!(
+                            "response without the LLC header E6 E7 00 (starts {})",
+                            hex::encode_upper(&data[..data.len().min(3)])
+                        ))),
+                    }
+                }
+            }
+            (state, control) => {
+                self.events.push_back(ClientEvent::Violation(format!(
+                    "unexpected {control} while {state:?}"
+                )));
+            }
+        }
+    }
+
+    /// The next time `handle_timeout` must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.outstanding
+            .as_ref()
+            .map(|(_, at, _)| *at + self.cfg.response_timeout)
+    }
+
+    /// Retransmits the outstanding frame, or gives up after the configured retries.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some((f, at, tries)) = self.outstanding.take() else {
+            return;
+        };
+        if now < at + self.cfg.response_timeout {
+            self.outstanding = Some((f, at, tries));
+            return;
+        }
+        if tries >= self.cfg.retries {
+            let what = match f.control {
+                Control::Snrm { .. } => "no reply to SNRM",
+                Control::Disc { .. } => "no reply to DISC",
+                Control::Rr { .. } => "no next segment after RR",
+                _ => "no reply to I-frame",
+            };
+            if matches!(f.control, Control::Snrm { .. } | Control::Disc { .. }) {
+                self.state = ClientState::Disconnected;
+            }
+            self.pending.clear();
+            self.events.push_back(ClientEvent::Timeout(what));
+            return;
+        }
+        // Resend the same frame: the server answers a repeated N(S) by
+        // repeating its last reply (see `HdlcServer`).
+        self.transmit.push_back(f.encode());
+        self.outstanding = Some((f, now, tries + 1));
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.transmit.pop_front()
+    }
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Server
+
+/// Deliberate faults of the server link (simulator quirks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerLinkFaults {
+    /// Process frames whose HCS or FCS is wrong instead of discarding them.
+    pub accept_bad_checksums: bool,
+    /// Answer frames addressed to another server address.
+    pub answer_any_address: bool,
+    /// Ignore the client's SNRM parameters and use its own maxima.
+    pub ignore_snrm_parameters: bool,
+    /// Accept I-frames longer than the negotiated maximum.
+    pub accept_oversized_frames: bool,
+    /// Do not check N(S) of received I-frames.
+    pub ignore_sequence_numbers: bool,
+    /// Answer an I-frame received before SNRM instead of DM.
+    pub answer_in_ndm: bool,
+}
+
+/// Settings of the server side.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Our address (upper = logical device, lower = physical).
+    pub address: Address,
+    /// What we support: max info both ways and window.
+    pub limits: LinkParams,
+    /// Drop to disconnected after this long without a frame.
+    pub inactivity_timeout: Option<Duration>,
+    pub faults: ServerLinkFaults,
+}
+
+/// What the server link reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerEvent {
+    /// A client connected (SNRM answered with UA).
+    Connected { client: Address, params: LinkParams },
+    /// The link went down (DISC, or the inactivity timeout).
+    Disconnected { client: Address, reason: &'static str },
+    /// A complete request APDU (LLC removed).
+    Apdu { client: Address, apdu: Vec<u8> },
+    /// A frame was discarded, and why (bad checksum, not for us, ...).
+    Discarded(String),
+}
+
+/// The server (secondary station) side of an HDLC link, for one physical connection.
+#[derive(Debug)]
+pub struct HdlcServer {
+    cfg: ServerConfig,
+    client: Option<Address>,
+    params: LinkParams,
+    deframer: Deframer,
+    vs: u8,
+    vr: u8,
+    reassembly: Vec<u8>,
+    /// Response segments not yet sent.
+    pending: VecDeque<Vec<u8>>,
+    /// The last frame we sent, repeated if the client polls again.
+    last_sent: Option<Vec<u8>>,
+    last_activity: Option<Instant>,
+    transmit: VecDeque<Vec<u8>>,
+    events: VecDeque<ServerEvent>,
+}
+
+impl HdlcServer {
+    pub fn new(cfg: ServerConfig) -> Self {
+        HdlcServer {
+            cfg,
+            client: None,
+            params: LinkParams::default(),
+            deframer: Deframer::new(),
+            vs: 0,
+            vr: 0,
+            reassembly: Vec::new(),
+            pending: VecDeque::new(),
+            last_sent: None,
+            last_activity: None,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.client.is_some()
+    }
+    pub fn params(&self) -> LinkParams {
+        self.params
+    }
+    pub fn dropped_bytes(&self) -> u64 {
+        self.deframer.dropped_bytes()
+    }
+
+    fn reply(&mut self, to: Address, control: Control, info: Vec<u8>, segmented: bool) {
+        let f = FrameRepr {
+            segmented,
+            dest: to,
+            src: self.cfg.address,
+            control,
+            info,
+        };
+        let bytes = f.encode();
+        self.last_sent = Some(bytes.clone());
+        self.transmit.push_back(bytes);
+    }
+
+    /// Feeds received bytes.
+    pub fn handle_bytes(&mut self, bytes: &[u8], now: Instant) {
+        self.deframer.push(bytes);
+        while let Some(ev) = self.deframer.next_event() {
+            match ev {
+                DeframeEvent::Frame(f) => self.handle_frame(f, now),
+                DeframeEvent::Invalid { bytes, error } => {
+                    let checksum = matches!(
+                        error,
+                        HdlcError::HcsMismatch { .. } | HdlcError::FcsMismatch { .. }
+                    );
+                    if checksum && self.cfg.faults.accept_bad_checksums {
+                        if let Some(f) = repair_checksums(&bytes)
+                            .and_then(|b| FrameRepr::decode(&b).ok())
+                        {
+                            self.handle_frame(f, now);
+                            continue;
+                        }
+                    }
+                    // IEC 62056-46 / HDLC_FRAME_N7, N8: discarded silently.
+                    self.events
+                        .push_back(ServerEvent::Discarded(format!("{error}")));
+                }
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, f: FrameRepr, now: Instant) {
+        let for_us = f.dest == self.cfg.address
+            || (f.dest.upper() == 0x7F || f.dest.upper() == 0x3FFF) // all-station
+            || self.cfg.faults.answer_any_address;
+        if !for_us {
+            self.events.push_back(ServerEvent::Discarded(format!(
+                "frame for {} (we are {})",
+                f.dest, self.cfg.address
+            )));
+            return;
+        }
+        // The source must be a one-byte client address.
+        if !matches!(f.src, Address::One(_)) {
+            self.events.push_back(ServerEvent::Discarded(format!(
+                "source address {} is not a one-byte client address",
+                f.src
+            )));
+            return;
+        }
+        if let Some(c) = self.client
+            && c != f.src
+            && !matches!(f.control, Control::Snrm { .. })
+        {
+            self.events.push_back(ServerEvent::Discarded(format!(
+                "frame from client {} while connected to {c}",
+                f.src
+            )));
+            return;
+        }
+        self.last_activity = Some(now);
+        let client = f.src;
+        match f.control {
+            Control::Snrm { .. } => {
+                let proposed = match LinkParams::decode(&f.info) {
+                    Ok(p) => p,
+                    Err(_) => {
+                        self.reply(client, Control::Frmr { poll_final: true }, frmr_info(&f, 0x01), false);
+                        return;
+                    }
+                };
+                let lim = self.cfg.limits;
+                // Proposed values are the client's view: its tx is our rx.
+                let ours = if self.cfg.faults.ignore_snrm_parameters {
+                    lim
+                } else {
+                    LinkParams {
+                        max_info_tx: proposed.max_info_rx.min(lim.max_info_tx),
+                        max_info_rx: proposed.max_info_tx.min(lim.max_info_rx),
+                        window_tx: proposed.window_rx.min(lim.window_tx).max(1),
+                        window_rx: proposed.window_tx.min(lim.window_rx).max(1),
+                    }
+                };
+                self.params = ours;
+                self.client = Some(client);
+                self.vs = 0;
+                self.vr = 0;
+                self.reassembly.clear();
+                self.pending.clear();
+                self.reply(client, Control::Ua { poll_final: true }, ours.encode(), false);
+                self.events.push_back(ServerEvent::Connected {
+                    client,
+                    params: ours,
+                });
+            }
+            Control::Disc { .. } => {
+                if self.client.take().is_some() {
+                    self.reply(client, Control::Ua { poll_final: true }, vec![], false);
+                    self.events.push_back(ServerEvent::Disconnected {
+                        client,
+                        reason: "DISC",
+                    });
+                } else {
+                    self.reply(client, Control::Dm { poll_final: true }, vec![], false);
+                }
+            }
+            _ if self.client.is_none() && !self.cfg.faults.answer_in_ndm => {
+                // HDLC_NDMOP_N1: in the disconnected mode, answer DM to anything but SNRM/DISC/UI.
+                if !matches!(f.control, Control::Ui { .. }) && f.control.poll_final() {
+                    self.reply(client, Control::Dm { poll_final: true }, vec![], false);
+                }
+            }
+            Control::I {
+                send_seq, recv_seq, ..
+            } => {
+                if f.info.len() > self.params.max_info_rx as usize
+                    && !self.cfg.faults.accept_oversized_frames
+                {
+                    // HDLC_INFO_N1: information field too long.
+                    self.reply(client, Control::Frmr { poll_final: true }, frmr_info(&f, 0x04), false);
+                    return;
+                }
+                if !self.cfg.faults.ignore_sequence_numbers {
+                    if send_seq == (self.vr + 7) & 7
+                        && let Some(last) = self.last_sent.clone()
+                    {
+                        // The client repeats its last frame: our reply was lost; repeat it.
+                        self.transmit.push_back(last);
+                        return;
+                    }
+                    if send_seq != self.vr {
+                        // Out of sequence: ask again for what we expect.
+                        self.reply(
+                            client,
+                            Control::Rr {
+                                recv_seq: self.vr,
+                                poll_final: true,
+                            },
+                            vec![],
+                            false,
+                        );
+                        return;
+                    }
+                    if recv_seq != self.vs {
+                        // HDLC_INFO_N2: N(R) acknowledges a frame we never sent.
+                        self.reply(client, Control::Frmr { poll_final: true }, frmr_info(&f, 0x08), false);
+                        return;
+                    }
+                }
+                self.vr = inc(send_seq);
+                self.reassembly.extend_from_slice(&f.info);
+                if f.segmented {
+                    self.reply(
+                        client,
+                        Control::Rr {
+                            recv_seq: self.vr,
+                            poll_final: true,
+                        },
+                        vec![],
+                        false,
+                    );
+                    return;
+                }
+                let data = std::mem::take(&mut self.reassembly);
+                match data.strip_prefix(&LLC_REQUEST[..]) {
+                    Some(apdu) => self.events.push_back(ServerEvent::Apdu {
+                        client,
+                        apdu: apdu.to_vec(),
+                    }),
+                    None => self.events.push_back(ServerEvent::Discarded(
+                        "request without the LLC header E6 E6 00".into(),
+                    )),
+                }
+            }
+            Control::Rr { recv_seq, .. } => {
+                if !self.pending.is_empty() && recv_seq == self.vs {
+                    self.send_next_segment(client);
+                } else if let Some(last) = self.last_sent.clone() {
+                    // The client lost our reply: repeat it.
+                    self.transmit.push_back(last);
+                } else {
+                    self.reply(
+                        client,
+                        Control::Rr {
+                            recv_seq: self.vr,
+                            poll_final: true,
+                        },
+                        vec![],
+                        false,
+                    );
+                }
+            }
+            Control::Ui { .. } => {}
+            Control::Rnr { .. } => {
+                self.reply(
+                    client,
+                    Control::Rr {
+                        recv_seq: self.vr,
+                        poll_final: true,
+                    },
+                    vec![],
+                    false,
+                );
+            }
+            // HDLC_FRAME_N5: an unknown or unexpected command.
+            _ => self.reply(client, Control::Frmr { poll_final: true }, frmr_info(&f, 0x01), false),
+        }
+    }
+
+    /// Queues a response APDU for the connected client, segmented to the negotiated size.
+    pub fn send_apdu(&mut self, apdu: &[u8]) -> Result<(), &'static str> {
+        let Some(client) = self.client else {
+            return Err("no client connected");
+        };
+        let mut info = LLC_RESPONSE.to_vec();
+        info.extend_from_slice(apdu);
+        self.pending = segment(&info, self.params.max_info_tx as usize);
+        self.send_next_segment(client);
+        Ok(())
+    }
+
+    fn send_next_segment(&mut self, client: Address) {
+        if let Some(info) = self.pending.pop_front() {
+            let segmented = !self.pending.is_empty();
+            let c = Control::I {
+                send_seq: self.vs,
+                recv_seq: self.vr,
+                poll_final: true,
+            };
+            self.vs = inc(self.vs);
+            self.reply(client, c, info, segmented);
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.client, self.cfg.inactivity_timeout, self.last_activity) {
+            (Some(_), Some(t), Some(at)) => Some(at + t),
+            _ => None,
+        }
+    }
+
+    /// Applies the inactivity timeout (HDLC_FRAME_P3): the link falls back to disconnected.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(deadline) = self.poll_timeout()
+            && now >= deadline
+            && let Some(client) = self.client.take()
+        {
+            self.pending.clear();
+            self.events.push_back(ServerEvent::Disconnected {
+                client,
+                reason: "inactivity timeout",
+            });
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.transmit.pop_front()
+    }
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+}
+
+/// FRMR information field: the rejected control byte, our V(S)/V(R) and the reason bits
+/// (ISO/IEC 13239: W 0x01 undefined control, X 0x02, Y 0x04 too long, Z 0x08 invalid N(R)).
+fn frmr_info(f: &FrameRepr, reason: u8) -> Vec<u8> {
+    vec![f.control.to_byte(), 0x00, reason]
+}
+
+/// Recomputes the HCS and FCS of a flag-delimited frame (for the simulator quirk
+/// that accepts bad checksums). `None` when the bytes do not have a frame's shape.
+pub fn repair_checksums(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut b = bytes.to_vec();
+    if b.len() < 9 || b.first() != Some(&0x7E) || b.last() != Some(&0x7E) {
+        return None;
+    }
+    // Addresses: scan to the byte with LSB set, twice.
+    let mut i = 3;
+    for _ in 0..2 {
+        let start = i;
+        while *b.get(i)? & 1 == 0 {
+            i += 1;
+            if i - start >= 4 {
+                return None;
+            }
+        }
+        i += 1;
+    }
+    let ctrl_end = i + 1; // control byte
+    let end = b.len() - 1; // closing flag
+    if end < ctrl_end + 2 {
+        return None;
+    }
+    if end > ctrl_end + 2 {
+        // HCS over format..control, then info, then FCS.
+        let hcs = crc16(&b[1..ctrl_end]).to_le_bytes();
+        b.get_mut(ctrl_end..ctrl_end + 2)?.copy_from_slice(&hcs);
+    }
+    let fcs = crc16(&b[1..end - 2]).to_le_bytes();
+    b.get_mut(end - 2..end)?.copy_from_slice(&fcs);
+    Some(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(max_client_tx: u16, max_server_tx: u16) -> (HdlcClient, HdlcServer) {
+        let client = HdlcClient::new(ClientConfig {
+            client: Address::client(16),
+            server: Address::server(1, 17),
+            proposal: Some(LinkParams {
+                max_info_tx: max_client_tx,
+                max_info_rx: 2030,
+                window_tx: 1,
+                window_rx: 1,
+            }),
+            response_timeout: Duration::from_millis(500),
+            retries: 2,
+        });
+        let server = HdlcServer::new(ServerConfig {
+            address: Address::server(1, 17),
+            limits: LinkParams {
+                max_info_tx: max_server_tx,
+                max_info_rx: 2030,
+                window_tx: 1,
+                window_rx: 1,
+            },
+            inactivity_timeout: Some(Duration::from_secs(120)),
+            faults: ServerLinkFaults::default(),
+        });
+        (client, server)
+    }
+
+    /// Moves bytes both ways until quiet; returns the APDUs the server got.
+    fn pump(c: &mut HdlcClient, s: &mut HdlcServer, now: Instant) -> Vec<Vec<u8>> {
+        let mut got = vec![];
+        for _ in 0..1000 {
+            let mut moved = false;
+            while let Some(b) = c.poll_transmit() {
+                s.handle_bytes(&b, now);
+                moved = true;
+            }
+            while let Some(e) = s.poll_event() {
+                if let ServerEvent::Apdu { apdu, .. } = e {
+                    got.push(apdu);
+                }
+            }
+            while let Some(b) = s.poll_transmit() {
+                c.handle_bytes(&b, now);
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+        got
+    }
+
+    fn events(c: &mut HdlcClient) -> Vec<ClientEvent> {
+        std::iter::from_fn(|| c.poll_event())
+            .filter(|e| !matches!(e, ClientEvent::FrameReceived(_)))
+            .collect()
+    }
+
+    #[test]
+    fn connects_and_negotiates_the_smaller_sizes() {
+        let (mut c, mut s) = pair(300, 64);
+        let now = Instant::now();
+        c.connect(now);
+        pump(&mut c, &mut s, now);
+        let ev = events(&mut c);
+        assert!(matches!(ev.as_slice(), [ClientEvent::Connected(_)]), "{ev:?}");
+        // Client may send 300 (server accepts 2030) and receives at most 64.
+        assert_eq!(c.params().max_info_tx, 300);
+        assert_eq!(c.params().max_info_rx, 64);
+        assert_eq!(s.params().max_info_tx, 64);
+    }
+
+    #[test]
+    fn segments_both_ways_and_reassembles() {
+        let (mut c, mut s) = pair(40, 50);
+        let now = Instant::now();
+        c.connect(now);
+        pump(&mut c, &mut s, now);
+        events(&mut c);
+        let request: Vec<u8> = (0..=200u8).collect();
+        c.send_apdu(&request, now).unwrap();
+        let got = pump(&mut c, &mut s, now);
+        assert_eq!(got, vec![request]);
+        let response: Vec<u8> = (0..=255u8).cycle().take(700).collect();
+        s.send_apdu(&response).unwrap();
+        pump(&mut c, &mut s, now);
+        assert_eq!(events(&mut c), vec![ClientEvent::Apdu(response)]);
+        assert!(!c.busy());
+        // Sequence numbers wrapped modulo 8 without complaint.
+        c.disconnect(now);
+        pump(&mut c, &mut s, now);
+        assert_eq!(events(&mut c), vec![ClientEvent::Disconnected { by_peer: false }]);
+    }
+
+    #[test]
+    fn retransmits_then_times_out() {
+        let (mut c, _) = pair(128, 128);
+        let t0 = Instant::now();
+        c.connect(t0);
+        assert!(c.poll_transmit().is_some());
+        let deadline = c.poll_timeout().unwrap();
+        c.handle_timeout(deadline);
+        assert!(c.poll_transmit().is_some(), "first retransmission");
+        c.handle_timeout(c.poll_timeout().unwrap());
+        assert!(c.poll_transmit().is_some(), "second retransmission");
+        c.handle_timeout(c.poll_timeout().unwrap());
+        assert_eq!(c.poll_transmit(), None);
+        assert_eq!(events(&mut c), vec![ClientEvent::Timeout("no reply to SNRM")]);
+    }
+
+    #[test]
+    fn server_discards_bad_fcs_silently_and_answers_dm_in_ndm() {
+        let (mut c, mut s) = pair(128, 128);
+        let now = Instant::now();
+        c.connect(now);
+        let mut snrm = c.poll_transmit().unwrap();
+        let n = snrm.len();
+        snrm[n - 2] ^= 0xFF; // FCS
+        s.handle_bytes(&snrm, now);
+        assert_eq!(s.poll_transmit(), None);
+        assert!(matches!(s.poll_event(), Some(ServerEvent::Discarded(_))));
+        // An I-frame before SNRM: DM.
+        let i = FrameRepr {
+            segmented: false,
+            dest: Address::server(1, 17),
+            src: Address::client(16),
+            control: Control::I {
+                send_seq: 0,
+                recv_seq: 0,
+                poll_final: true,
+            },
+            info: vec![0xE6, 0xE6, 0x00, 0x01],
+        };
+        s.handle_bytes(&i.encode(), now);
+        let reply = FrameRepr::decode(&s.poll_transmit().unwrap()).unwrap();
+        assert!(matches!(reply.control, Control::Dm { .. }));
+    }
+
+    #[test]
+    fn server_with_fault_accepts_bad_checksums() {
+        let (mut c, mut s) = pair(128, 128);
+        s.cfg.faults.accept_bad_checksums = true;
+        let now = Instant::now();
+        c.connect(now);
+        let mut snrm = c.poll_transmit().unwrap();
+        let n = snrm.len();
+        snrm[n - 2] ^= 0xFF;
+        s.handle_bytes(&snrm, now);
+        let reply = FrameRepr::decode(&s.poll_transmit().unwrap()).unwrap();
+        assert!(matches!(reply.control, Control::Ua { .. }));
+    }
+
+    #[test]
+    fn server_ignores_other_addresses_and_drops_link_on_inactivity() {
+        let (mut c, mut s) = pair(128, 128);
+        let now = Instant::now();
+        c.cfg.server = Address::server(1, 18);
+        c.connect(now);
+        s.handle_bytes(&c.poll_transmit().unwrap(), now);
+        assert_eq!(s.poll_transmit(), None);
+        c.cfg.server = Address::server(1, 17);
+        c.connect(now);
+        pump(&mut c, &mut s, now);
+        assert!(s.is_connected());
+        s.handle_timeout(now + Duration::from_secs(121));
+        assert!(!s.is_connected());
+    }
+
+    #[test]
+    fn server_rejects_an_oversized_i_frame_with_frmr() {
+        let (mut c, mut s) = pair(128, 128);
+        s.cfg.limits.max_info_rx = 32;
+        let now = Instant::now();
+        c.connect(now);
+        pump(&mut c, &mut s, now);
+        events(&mut c);
+        // Force the client to ignore the negotiated size.
+        c.params.max_info_tx = 200;
+        c.send_apdu(&[0u8; 100], now).unwrap();
+        pump(&mut c, &mut s, now);
+        assert!(matches!(events(&mut c).as_slice(), [ClientEvent::FrameRejected(_)]));
+    }
+}
