@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
+pub mod report;
 pub mod runner;
 pub mod security;
 pub mod suite;
