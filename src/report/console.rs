@@ -1,0 +1,562 @@
+//! Human-readable console output of a run (harness-conventions.md section 4:
+//! results and summary on stdout, the progress bar on stderr, colour by
+//! `--color auto|always|never` with `NO_COLOR` / `CLICOLOR` / `CLICOLOR_FORCE`).
+//! Verdict words follow DESIGN.md "Verdicts" (PASS / FAIL / ERROR / SKIP).
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::io::{self, IsTerminal, Write};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anstyle::{AnsiColor, Style};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::{Reporter, one_line, sanitize};
+use crate::runner::event::{CaseInfo, Diagnostic, Event, SourceLocation, Summary, Verdict};
+
+/// A progress bar is drawn only for runs with more cases than this.
+pub const PROGRESS_MIN_CASES: usize = 20;
+
+/// When to colour the output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ColorChoice {
+    /// Colour when the stream is a terminal, unless the environment says otherwise.
+    #[default]
+    Auto,
+    /// Always colour (an explicit `--color always` wins over `NO_COLOR`).
+    Always,
+    /// Never colour.
+    Never,
+}
+
+impl FromStr for ColorChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(ColorChoice::Auto),
+            "always" => Ok(ColorChoice::Always),
+            "never" => Ok(ColorChoice::Never),
+            other => Err(format!(
+                "invalid colour choice `{other}` (auto, always, never)"
+            )),
+        }
+    }
+}
+
+impl ColorChoice {
+    /// Whether to colour a stream, given whether it is a terminal and the
+    /// process environment.
+    pub fn enabled(self, is_terminal: bool) -> bool {
+        self.enabled_with_env(is_terminal, |k| std::env::var_os(k))
+    }
+
+    /// The decision of [`ColorChoice::enabled`] with an explicit environment.
+    ///
+    /// `Auto` follows the order anstream/anstyle-query use (harness-conventions
+    /// 4): `NO_COLOR` non-empty → off; `CLICOLOR_FORCE` non-empty and not `0`
+    /// → on even without a terminal; `CLICOLOR=0` → off; otherwise on only for
+    /// a terminal whose `TERM` is set and not `dumb` (or with `CLICOLOR` set
+    /// non-zero).
+    pub fn enabled_with_env(
+        self,
+        is_terminal: bool,
+        env: impl Fn(&str) -> Option<OsString>,
+    ) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                if env("NO_COLOR").is_some_and(|v| !v.is_empty()) {
+                    return false;
+                }
+                if env("CLICOLOR_FORCE").is_some_and(|v| !v.is_empty() && v != "0") {
+                    return true;
+                }
+                let clicolor = env("CLICOLOR");
+                if clicolor.as_ref().is_some_and(|v| v == "0") {
+                    return false;
+                }
+                let term_ok = env("TERM").is_some_and(|t| t != "dumb");
+                is_terminal && (term_ok || clicolor.is_some_and(|v| !v.is_empty()))
+            }
+        }
+    }
+}
+
+/// What the console shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsoleOptions {
+    /// Colour choice for the output stream.
+    pub color: ColorChoice,
+    /// Also print the traffic of failed and errored cases.
+    pub verbose: bool,
+    /// Allow a progress bar on stderr (drawn only when stderr is a terminal
+    /// and the run has more than [`PROGRESS_MIN_CASES`] cases).
+    pub progress: bool,
+}
+
+impl Default for ConsoleOptions {
+    fn default() -> Self {
+        ConsoleOptions {
+            color: ColorChoice::Auto,
+            verbose: false,
+            progress: true,
+        }
+    }
+}
+
+/// A failed or errored case, for the list after the summary.
+#[derive(Debug)]
+struct Problem {
+    label: &'static str,
+    case: CaseInfo,
+    location: Option<SourceLocation>,
+}
+
+/// Prints one line per finished case and a summary to a writer (stdout in
+/// the CLI).
+pub struct ConsoleReporter<W: Write> {
+    out: W,
+    color: bool,
+    verbose: bool,
+    progress: bool,
+    bar: Option<ProgressBar>,
+    multi_target: bool,
+    problems: Vec<Problem>,
+    /// Cases started and not yet finished.
+    running: Vec<CaseInfo>,
+}
+
+impl<W: Write> std::fmt::Debug for ConsoleReporter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleReporter")
+            .field("color", &self.color)
+            .field("verbose", &self.verbose)
+            .field("progress", &self.bar.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConsoleReporter<io::Stdout> {
+    /// A reporter on stdout; `Auto` colour checks whether stdout is a terminal.
+    pub fn stdout(options: ConsoleOptions) -> Self {
+        let tty = io::stdout().is_terminal();
+        Self::with_terminal(io::stdout(), options, tty)
+    }
+}
+
+impl<W: Write> ConsoleReporter<W> {
+    /// A reporter on any writer, treated as not a terminal (so `Auto` means
+    /// no colour unless `CLICOLOR_FORCE` is set).
+    pub fn new(out: W, options: ConsoleOptions) -> Self {
+        Self::with_terminal(out, options, false)
+    }
+
+    /// A reporter on a writer that is (or is not) a terminal.
+    pub fn with_terminal(out: W, options: ConsoleOptions, out_is_terminal: bool) -> Self {
+        ConsoleReporter {
+            out,
+            color: options.color.enabled(out_is_terminal),
+            verbose: options.verbose,
+            progress: options.progress,
+            bar: None,
+            multi_target: false,
+            problems: Vec::new(),
+            running: Vec::new(),
+        }
+    }
+
+    /// Gives the writer back (tests read the `Vec<u8>`).
+    pub fn into_inner(self) -> W {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        self.out
+    }
+
+    fn paint(&self, style: Style, text: &str) -> String {
+        if self.color {
+            format!("{}{text}{}", style.render(), style.render_reset())
+        } else {
+            text.to_owned()
+        }
+    }
+
+    /// Writes `text` without garbling the progress bar: the bar is cleared
+    /// while the text goes out and redrawn after.
+    fn emit(&mut self, text: &str) -> io::Result<()> {
+        let out = &mut self.out;
+        let mut write = || {
+            out.write_all(text.as_bytes())?;
+            out.flush()
+        };
+        match &self.bar {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
+    }
+
+    fn case_ref(&self, case: &CaseInfo) -> String {
+        let mut s = format!(
+            "{} {}",
+            sanitize(&case.suite_id),
+            self.paint(Style::new().bold(), &sanitize(&case.case_id))
+        );
+        if self.multi_target {
+            let _ = write!(s, " @ {}", sanitize(&case.target));
+        }
+        s
+    }
+
+    fn run_started(
+        &mut self,
+        targets: &[crate::runner::event::TargetInfo],
+        cases: usize,
+    ) -> String {
+        self.multi_target = targets.len() > 1;
+        let noun = if cases == 1 { "case" } else { "cases" };
+        let describe = |t: &crate::runner::event::TargetInfo| {
+            format!("{} ({})", sanitize(&t.name), sanitize(&t.transport))
+        };
+        let against = match targets {
+            [] => String::new(),
+            [t] => format!(" against {}", describe(t)),
+            many => format!(
+                " against {} targets: {}",
+                many.len(),
+                many.iter().map(describe).collect::<Vec<_>>().join(", ")
+            ),
+        };
+        if self.progress && cases > PROGRESS_MIN_CASES && io::stderr().is_terminal() {
+            let bar =
+                ProgressBar::with_draw_target(Some(cases as u64), ProgressDrawTarget::stderr());
+            if let Ok(style) =
+                ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {wide_msg}")
+            {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            self.bar = Some(bar);
+        }
+        format!(
+            "{} {cases} {noun}{against}\n",
+            self.paint(Style::new().bold(), "Running")
+        )
+    }
+
+    fn case_finished(
+        &mut self,
+        case: &CaseInfo,
+        verdict: &Verdict,
+        duration: Duration,
+        traffic: &[crate::runner::event::TrafficRecord],
+    ) -> String {
+        let style = match verdict {
+            Verdict::Passed => AnsiColor::Green.on_default().bold(),
+            Verdict::Failed(_) => AnsiColor::Red.on_default().bold(),
+            Verdict::Error(_) => AnsiColor::Magenta.on_default().bold(),
+            Verdict::Skipped(_) => AnsiColor::Yellow.on_default().bold(),
+        };
+        let label = format!("{:<5}", verdict.label());
+        let mut s = format!(
+            "{} [{:>7.3}s] {}",
+            self.paint(style, &label),
+            duration.as_secs_f64(),
+            self.case_ref(case)
+        );
+        let title = one_line(&case.case_title);
+        if !title.is_empty() {
+            let _ = write!(s, "  {title}");
+        }
+        s.push('\n');
+        match verdict {
+            Verdict::Passed => {}
+            Verdict::Skipped(reason) => {
+                let _ = writeln!(s, "    reason: {}", one_line(reason));
+            }
+            Verdict::Failed(d) | Verdict::Error(d) => {
+                s.push_str(&diagnostic_block(case, d));
+                self.problems.push(Problem {
+                    label: verdict.label(),
+                    case: case.clone(),
+                    location: d.location.clone().or_else(|| case.location.clone()),
+                });
+                if self.verbose && !traffic.is_empty() {
+                    s.push_str("    traffic:\n");
+                    for rec in traffic {
+                        for line in sanitize(&rec.to_string()).lines() {
+                            let _ = writeln!(s, "    {line}");
+                        }
+                    }
+                }
+            }
+        }
+        s
+    }
+
+    fn run_finished(&mut self, summary: &Summary, interrupted: bool) -> String {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        let mut s = String::from("------------\n");
+        let _ = writeln!(
+            s,
+            "{} {} cases, {} passed, {} failed, {} errors, {} skipped in {:.3}s",
+            self.paint(Style::new().bold(), "Summary:"),
+            summary.total(),
+            summary.passed,
+            summary.failed,
+            summary.errors,
+            summary.skipped,
+            summary.duration.as_secs_f64()
+        );
+        if interrupted || summary.not_run > 0 {
+            let selected = summary.total() + summary.not_run;
+            let _ = writeln!(
+                s,
+                "{} run stopped early, {} of {selected} selected cases not run",
+                self.paint(AnsiColor::Yellow.on_default().bold(), "Interrupted:"),
+                summary.not_run
+            );
+        }
+        let problems = std::mem::take(&mut self.problems);
+        for p in &problems {
+            let style = if p.label == "FAIL" {
+                AnsiColor::Red.on_default().bold()
+            } else {
+                AnsiColor::Magenta.on_default().bold()
+            };
+            let _ = write!(
+                s,
+                "    {} {}",
+                self.paint(style, p.label),
+                self.case_ref(&p.case)
+            );
+            if let Some(loc) = &p.location {
+                let _ = write!(s, " at {}", sanitize(&loc.to_string()));
+            }
+            s.push('\n');
+        }
+        for case in std::mem::take(&mut self.running) {
+            let _ = write!(
+                s,
+                "    {} {} (was running)",
+                self.paint(AnsiColor::Yellow.on_default().bold(), "STOPPED"),
+                self.case_ref(&case)
+            );
+            if let Some(loc) = &case.location {
+                let _ = write!(s, " at {}", sanitize(&loc.to_string()));
+            }
+            s.push('\n');
+        }
+        s
+    }
+}
+
+/// The indented explanation under a FAIL/ERROR line: the one-line message,
+/// the full detail, the location if the detail lacks it, the checked clause.
+fn diagnostic_block(case: &CaseInfo, d: &Diagnostic) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "    {}", one_line(&d.message));
+    let detail = sanitize(&d.detail);
+    for line in detail.trim_end().lines() {
+        let _ = writeln!(s, "      {line}");
+    }
+    if let Some(loc) = &d.location {
+        let loc = loc.to_string();
+        if !detail.contains(&loc) {
+            let _ = writeln!(s, "      at {}", sanitize(&loc));
+        }
+    }
+    if !case.checks.is_empty() {
+        let _ = writeln!(s, "      checks: {}", one_line(&case.checks));
+    }
+    s
+}
+
+impl<W: Write> Reporter for ConsoleReporter<W> {
+    fn on_event(&mut self, event: &Event) -> io::Result<()> {
+        let text = match event {
+            Event::RunStarted { targets, cases, .. } => self.run_started(targets, *cases),
+            Event::CaseStarted { case } => {
+                self.running.push(case.clone());
+                if let Some(bar) = &self.bar {
+                    bar.set_message(format!(
+                        "{} {}",
+                        one_line(&case.suite_id),
+                        one_line(&case.case_id)
+                    ));
+                }
+                return Ok(());
+            }
+            Event::StepFinished { .. } => return Ok(()),
+            Event::CaseFinished {
+                case,
+                verdict,
+                duration,
+                traffic,
+            } => {
+                if let Some(i) = self.running.iter().position(|c| c == case) {
+                    self.running.remove(i);
+                }
+                let text = self.case_finished(case, verdict, *duration, traffic);
+                if let Some(bar) = &self.bar {
+                    bar.inc(1);
+                }
+                text
+            }
+            Event::RunFinished {
+                summary,
+                interrupted,
+            } => self.run_finished(summary, *interrupted),
+        };
+        self.emit(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixtures;
+
+    fn render(events: &[Event], color: ColorChoice, verbose: bool) -> String {
+        let opts = ConsoleOptions {
+            color,
+            verbose,
+            progress: true,
+        };
+        let mut r = ConsoleReporter::new(Vec::new(), opts);
+        for e in events {
+            r.on_event(e).unwrap();
+        }
+        String::from_utf8(r.into_inner()).unwrap()
+    }
+
+    const GOLDEN_FULL: &str = "\
+Running 6 cases against 2 targets: sim (wrapper over in-memory link), tcp://127.0.0.1:4059 (wrapper over TCP)
+FAIL  [  0.012s] replay-rejection SYMSEC_0_FraCount_1 @ sim  An exact replay is rejected
+    step 3 (replay): expected exception-response invocation-counter-error, got get-response data
+      expected: exception-response invocation-counter-error
+      got:      get-response data ]]>000102030405060708090A0B0C0D0E0F
+      --> suites/replay.yaml:40:9
+         |
+      40 |         expect: invocation-counter-error
+         |         ^^^^^^
+      checks: IDIS P2 SYMSEC_0_FraCount_1
+PASS  [  0.008s] replay-rejection SYMSEC_0_FraCount_2 @ sim  A lower counter is rejected
+PASS  [  0.005s] clock CLOCK_1 @ sim  Clock time is readable
+ERROR [  2.000s] clock CLOCK_2 @ sim  Clock set needs HLS
+    transport: no reply within 2.000s
+      no reply within 2.000s to set-request normal 8/0-0:1.0.0.255/2
+      checks: IDIS P2 CLOCK_2
+SKIP  [  0.000s] clock CLOCK_3 @ sim  Daylight saving deviation
+    reason: profile declares no DST support
+PASS  [  0.040s] replay-rejection SYMSEC_0_FraCount_1 @ tcp://127.0.0.1:4059  An exact replay is rejected
+------------
+Summary: 6 cases, 3 passed, 1 failed, 1 errors, 1 skipped in 2.345s
+    FAIL replay-rejection SYMSEC_0_FraCount_1 @ sim at suites/replay.yaml:40:9
+    ERROR clock CLOCK_2 @ sim at suites/clock.yaml:20:3
+";
+
+    #[test]
+    fn golden_output_without_colour() {
+        let got = render(&fixtures::full_run(), ColorChoice::Never, false);
+        assert_eq!(got, GOLDEN_FULL, "actual:\n{got}");
+    }
+
+    const GOLDEN_INTERRUPTED: &str = "\
+Running 4 cases against sim (wrapper over in-memory link)
+PASS  [  0.005s] clock CLOCK_1  Clock time is readable
+------------
+Summary: 1 cases, 1 passed, 0 failed, 0 errors, 0 skipped in 1.500s
+Interrupted: run stopped early, 3 of 4 selected cases not run
+    STOPPED replay-rejection SYMSEC_0_FraCount_1 (was running) at suites/replay.yaml:30:3
+";
+
+    #[test]
+    fn golden_output_of_an_interrupted_run() {
+        let got = render(&fixtures::interrupted_run(), ColorChoice::Never, false);
+        assert_eq!(got, GOLDEN_INTERRUPTED, "actual:\n{got}");
+    }
+
+    #[test]
+    fn verbose_adds_traffic_of_failed_cases_only() {
+        let quiet = render(&fixtures::full_run(), ColorChoice::Never, false);
+        let loud = render(&fixtures::full_run(), ColorChoice::Never, true);
+        assert!(!quiet.contains("traffic:"));
+        assert_eq!(loud.matches("    traffic:\n").count(), 2, "{loud}");
+        assert!(loud.contains("<- xdlms   get-response normal data octet-string(12)"));
+    }
+
+    #[test]
+    fn colour_always_has_ansi_and_never_has_none() {
+        let coloured = render(&fixtures::full_run(), ColorChoice::Always, true);
+        assert!(coloured.contains("\x1b["), "{coloured}");
+        // The green PASS label, reset after.
+        assert!(
+            coloured.contains("\x1b[1m\x1b[32mPASS \x1b[0m"),
+            "{coloured:?}"
+        );
+        assert!(coloured.contains("\x1b[1m\x1b[31mFAIL \x1b[0m"));
+        assert!(coloured.contains("\x1b[1m\x1b[35mERROR\x1b[0m"));
+        assert!(coloured.contains("\x1b[1m\x1b[33mSKIP \x1b[0m"));
+        // Device-supplied escapes are still stripped: the only ESC sequences
+        // are our own SGR ones.
+        assert!(!coloured.contains("\x1b[31m]]>"));
+        let plain = render(&fixtures::full_run(), ColorChoice::Never, true);
+        assert!(!plain.contains('\x1b'));
+        // And no other control character: the device-supplied ANSI and NUL
+        // in the diagnostic are gone.
+        assert!(
+            !plain.chars().any(|c| c.is_control() && c != '\n'),
+            "{plain:?}"
+        );
+    }
+
+    #[test]
+    fn colour_choice_follows_the_environment_conventions() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| OsString::from(*v))
+            }
+        };
+        let auto = ColorChoice::Auto;
+        assert!(auto.enabled_with_env(true, env(&[("TERM", "xterm")])));
+        assert!(!auto.enabled_with_env(false, env(&[("TERM", "xterm")])));
+        assert!(!auto.enabled_with_env(true, env(&[("TERM", "dumb")])));
+        assert!(!auto.enabled_with_env(true, env(&[])));
+        assert!(!auto.enabled_with_env(true, env(&[("TERM", "xterm"), ("NO_COLOR", "1")])));
+        // NO_COLOR set but empty does not disable (no-color.org).
+        assert!(auto.enabled_with_env(true, env(&[("TERM", "xterm"), ("NO_COLOR", "")])));
+        assert!(auto.enabled_with_env(false, env(&[("CLICOLOR_FORCE", "1")])));
+        assert!(!auto.enabled_with_env(false, env(&[("CLICOLOR_FORCE", "0")])));
+        assert!(!auto.enabled_with_env(false, env(&[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")])));
+        assert!(!auto.enabled_with_env(true, env(&[("TERM", "xterm"), ("CLICOLOR", "0")])));
+        // Explicit choices win over the environment.
+        assert!(ColorChoice::Always.enabled_with_env(false, env(&[("NO_COLOR", "1")])));
+        assert!(!ColorChoice::Never.enabled_with_env(true, env(&[("CLICOLOR_FORCE", "1")])));
+        assert_eq!("never".parse::<ColorChoice>(), Ok(ColorChoice::Never));
+        assert!("sometimes".parse::<ColorChoice>().is_err());
+    }
+
+    #[test]
+    fn no_progress_bar_when_stderr_is_not_a_terminal_or_run_is_small() {
+        let mut r = ConsoleReporter::new(Vec::new(), ConsoleOptions::default());
+        r.on_event(&Event::RunStarted {
+            started: fixtures::t0(),
+            targets: vec![fixtures::sim()],
+            cases: 3,
+            harness_version: "0.1.0".into(),
+        })
+        .unwrap();
+        assert!(r.bar.is_none());
+        let text = String::from_utf8(r.into_inner()).unwrap();
+        assert_eq!(
+            text,
+            "Running 3 cases against sim (wrapper over in-memory link)\n"
+        );
+    }
+}
