@@ -6,6 +6,7 @@
 //! Nothing in here may panic on bytes from a device: every read goes through
 //! [`Reader`], which checks lengths.
 
+pub mod apdu;
 pub mod axdr;
 pub mod obis;
 
