@@ -16,6 +16,8 @@ pub mod profile;
 pub mod report;
 pub mod runner;
 pub mod security;
+pub mod session;
+pub mod sim;
 pub mod suite;
 pub mod transport;
 pub mod wire;

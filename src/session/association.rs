@@ -11,7 +11,7 @@ use crate::security::{Key, SecurityControl, SystemTitle, hls_gmac, verify_hls_gm
 use crate::session::cipher::{CipherContext, CipherError};
 use crate::wire::WireError;
 use crate::wire::apdu::{
-    AcseDiagnostic, ActionRequest, ActionResponse, ActionResult, Apdu, AppContext, Aare, Aarq,
+    Aare, Aarq, AcseDiagnostic, ActionRequest, ActionResponse, ActionResult, Apdu, AppContext,
     ConfirmedServiceError, Conformance, ExceptionResponse, GetDataResult, InitiateRequest,
     InitiateResponse, MethodDescriptor, Rlrq,
 };
@@ -313,9 +313,14 @@ impl ExpectAare {
                 aare.diagnostic
             )));
         }
-        let stoc = aare.responding_authentication_value.clone().ok_or_else(|| {
-            SessionError::BadAare("HLS-GMAC AARE without a responding-authentication-value (StoC)".into())
-        })?;
+        let stoc = aare
+            .responding_authentication_value
+            .clone()
+            .ok_or_else(|| {
+                SessionError::BadAare(
+                    "HLS-GMAC AARE without a responding-authentication-value (StoC)".into(),
+                )
+            })?;
         let ctx = assoc
             .cipher
             .as_mut()
@@ -418,10 +423,9 @@ impl ExpectHlsReply {
             .cipher
             .as_ref()
             .ok_or(SessionError::MissingKey("encryption key"))?;
-        let server_title = self
-            .assoc
-            .server_title
-            .ok_or_else(|| SessionError::ServerAuthentication("the AARE gave no server system title".into()))?;
+        let server_title = self.assoc.server_title.ok_or_else(|| {
+            SessionError::ServerAuthentication("the AARE gave no server system title".into())
+        })?;
         verify_hls_gmac(
             &f_ctos,
             &server_title,
@@ -430,7 +434,10 @@ impl ExpectHlsReply {
             &self.challenge,
         )
         .map_err(|e| {
-            SessionError::ServerAuthentication(format!("{e} (f(CtoS) = {})", hex::encode_upper(&f_ctos)))
+            SessionError::ServerAuthentication(format!(
+                "{e} (f(CtoS) = {})",
+                hex::encode_upper(&f_ctos)
+            ))
         })?;
         self.assoc.authenticated = true;
         Ok(HlsOutcome::Associated(self.assoc))
@@ -486,7 +493,10 @@ impl Associated {
     pub fn unwrap(&mut self, bytes: &[u8]) -> Result<Received, SessionError> {
         let apdu = Apdu::decode(bytes)?;
         match (&apdu, &mut self.cipher) {
-            (Apdu::Ciphered(_) | Apdu::GeneralGloCiphering(_) | Apdu::GeneralDedCiphering(_), Some(ctx)) => {
+            (
+                Apdu::Ciphered(_) | Apdu::GeneralGloCiphering(_) | Apdu::GeneralDedCiphering(_),
+                Some(ctx),
+            ) => {
                 let u = ctx.unprotect(&apdu)?;
                 Ok(Received {
                     apdu: u.apdu,
@@ -552,15 +562,25 @@ mod tests {
     #[test]
     fn hls_aarq_carries_title_mechanism_and_challenge() {
         let c = ClientProfile::management();
-        let (_, aarq) = start(AssociationRequest::from_profile(&c, b"K56iVagY".to_vec(), 1)).unwrap();
+        let (_, aarq) = start(AssociationRequest::from_profile(
+            &c,
+            b"K56iVagY".to_vec(),
+            1,
+        ))
+        .unwrap();
         let Apdu::Aarq(a) = aarq else { panic!() };
-        assert_eq!(a.calling_ap_title, Some(SystemTitle::EXAMPLE_CLIENT.0.to_vec()));
+        assert_eq!(
+            a.calling_ap_title,
+            Some(SystemTitle::EXAMPLE_CLIENT.0.to_vec())
+        );
         assert_eq!(a.mechanism, Some(crate::wire::apdu::Mechanism::HlsGmac));
         assert_eq!(a.calling_authentication_value, Some(b"K56iVagY".to_vec()));
         assert_eq!(a.application_context, AppContext::LnCipher);
         // The user-information is a glo-initiate-request protected with IC 1.
         let ui = Apdu::decode(a.user_information.as_ref().unwrap()).unwrap();
-        let Apdu::Ciphered(c) = ui else { panic!("{ui:?}") };
+        let Apdu::Ciphered(c) = ui else {
+            panic!("{ui:?}")
+        };
         assert_eq!(c.tag, 0x21);
         assert_eq!(c.invocation_counter(), Some(1));
     }

@@ -5,8 +5,7 @@
 
 use crate::profile::{Ciphering, Protection};
 use crate::security::{
-    CounterCheck, Key, ReplayGuard, SecurityControl, SecurityError, SystemTitle, protect,
-    unprotect,
+    CounterCheck, Key, ReplayGuard, SecurityControl, SecurityError, SystemTitle, protect, unprotect,
 };
 use crate::wire::apdu::{self, Apdu, CipheredApdu, GeneralCiphering};
 
@@ -16,14 +15,22 @@ pub enum CipherError {
     #[error("{0}")]
     Security(#[from] SecurityError),
     /// The invocation counter is not above the last accepted one.
-    #[error("invocation counter {received} rejected: the lowest acceptable value is {lowest_acceptable}")]
-    Replayed { received: u32, lowest_acceptable: u32 },
+    #[error(
+        "invocation counter {received} rejected: the lowest acceptable value is {lowest_acceptable}"
+    )]
+    Replayed {
+        received: u32,
+        lowest_acceptable: u32,
+    },
     /// The peer's counter reached 0xFFFFFFFF before.
     #[error("invocation counter {0} rejected: the counter is exhausted for this key")]
     Exhausted(u32),
     /// The APDU is protected less than the association requires.
     #[error("{got} does not meet the required {required} protection")]
-    Insufficient { got: SecurityControl, required: &'static str },
+    Insufficient {
+        got: SecurityControl,
+        required: &'static str,
+    },
     /// The APDU is not a ciphered APDU.
     #[error("expected a ciphered APDU, got {0}")]
     NotCiphered(String),
@@ -302,7 +309,10 @@ mod tests {
 
     #[test]
     fn rejects_weaker_protection_than_required() {
-        assert!(CipherContext::meets(SecurityControl::AUTH, Protection::AuthenticatedEncrypted).is_err());
+        assert!(
+            CipherContext::meets(SecurityControl::AUTH, Protection::AuthenticatedEncrypted)
+                .is_err()
+        );
         assert!(CipherContext::meets(SecurityControl::AUTH_ENC, Protection::Authenticated).is_ok());
         assert!(CipherContext::meets(SecurityControl::ENC, Protection::None).is_ok());
     }

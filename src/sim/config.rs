@@ -172,7 +172,8 @@ impl MeterConfig {
             .map_err(|e| format!("{}: cannot read meter profile: {e}", path.display()))?;
         let raw: RawMeter = serde_saphyr::from_str(&text)
             .map_err(|e| format!("{}: invalid meter profile:\n{e}", path.display()))?;
-        raw.resolve().map_err(|e| format!("{}: {e}", path.display()))
+        raw.resolve()
+            .map_err(|e| format!("{}: {e}", path.display()))
     }
 }
 
@@ -293,11 +294,15 @@ impl RawMeter {
                     let w = |f: &str| format!("client {} {f}", c.sap);
                     let base = SimClient::new(c.sap, "", c.mechanism, false, 0, 0);
                     let security_setup = match &c.security_setup {
-                        Some(s) => s.parse().map_err(|e| format!("{}: {e}", w("security-setup")))?,
+                        Some(s) => s
+                            .parse()
+                            .map_err(|e| format!("{}: {e}", w("security-setup")))?,
                         None => base.security_setup,
                     };
                     let counter_object = match &c.counter_object {
-                        Some(s) => s.parse().map_err(|e| format!("{}: {e}", w("counter-object")))?,
+                        Some(s) => s
+                            .parse()
+                            .map_err(|e| format!("{}: {e}", w("counter-object")))?,
                         None => Obis::new(0, 0, 43, 1, security_setup.0[4], 255),
                     };
                     let policy = c.policy.unwrap_or(0);
@@ -306,13 +311,28 @@ impl RawMeter {
                     }
                     let sc = SimClient {
                         sap: c.sap,
-                        name: c.name.clone().unwrap_or_else(|| format!("client {}", c.sap)),
+                        name: c
+                            .name
+                            .clone()
+                            .unwrap_or_else(|| format!("client {}", c.sap)),
                         mechanism: c.mechanism,
                         ciphered: c.ciphered.unwrap_or(c.mechanism == Mechanism::HlsGmac),
                         password: c.password.map(String::into_bytes),
-                        encryption_key: key(&c.encryption_key, &base.encryption_key, &w("encryption-key"))?,
-                        authentication_key: key(&c.authentication_key, &base.authentication_key, &w("authentication-key"))?,
-                        broadcast_key: key(&c.broadcast_key, &base.broadcast_key, &w("broadcast-key"))?,
+                        encryption_key: key(
+                            &c.encryption_key,
+                            &base.encryption_key,
+                            &w("encryption-key"),
+                        )?,
+                        authentication_key: key(
+                            &c.authentication_key,
+                            &base.authentication_key,
+                            &w("authentication-key"),
+                        )?,
+                        broadcast_key: key(
+                            &c.broadcast_key,
+                            &base.broadcast_key,
+                            &w("broadcast-key"),
+                        )?,
                         master_key: key(&c.master_key, &base.master_key, &w("master-key"))?,
                         system_title: base.system_title,
                         security_setup,
@@ -354,7 +374,9 @@ impl RawMeter {
             hdlc_physical: self.hdlc_physical.unwrap_or(d.hdlc_physical),
             hdlc_max_info: self.hdlc_max_info.unwrap_or(d.hdlc_max_info),
             hdlc_window: self.hdlc_window.unwrap_or(d.hdlc_window),
-            hdlc_inactivity_timeout: self.hdlc_inactivity_timeout.unwrap_or(d.hdlc_inactivity_timeout),
+            hdlc_inactivity_timeout: self
+                .hdlc_inactivity_timeout
+                .unwrap_or(d.hdlc_inactivity_timeout),
             wport: self.wport.unwrap_or(d.wport),
             conformance,
             max_pdu_size: self.max_pdu_size.unwrap_or(d.max_pdu_size),
@@ -388,16 +410,31 @@ mod tests {
         let a = m.derived(7, 0);
         let b = m.derived(7, 1);
         assert_ne!(a.system_title, b.system_title);
-        assert_ne!(a.client(1).unwrap().encryption_key, b.client(1).unwrap().encryption_key);
+        assert_ne!(
+            a.client(1).unwrap().encryption_key,
+            b.client(1).unwrap().encryption_key
+        );
         assert_eq!(a, m.derived(7, 0));
-        assert_ne!(a.client(1).unwrap().encryption_key, m.derived(8, 0).client(1).unwrap().encryption_key);
+        assert_ne!(
+            a.client(1).unwrap().encryption_key,
+            m.derived(8, 0).client(1).unwrap().encryption_key
+        );
     }
 
     #[test]
     fn policy_maps_to_required_protection() {
-        assert_eq!(SimClient::required_protection(3, 0), Protection::AuthenticatedEncrypted);
-        assert_eq!(SimClient::required_protection(1, 0), Protection::Authenticated);
-        assert_eq!(SimClient::required_protection(0x0C, 1), Protection::AuthenticatedEncrypted);
+        assert_eq!(
+            SimClient::required_protection(3, 0),
+            Protection::AuthenticatedEncrypted
+        );
+        assert_eq!(
+            SimClient::required_protection(1, 0),
+            Protection::Authenticated
+        );
+        assert_eq!(
+            SimClient::required_protection(0x0C, 1),
+            Protection::AuthenticatedEncrypted
+        );
         assert_eq!(SimClient::required_protection(0, 1), Protection::None);
     }
 }

@@ -8,16 +8,16 @@ use std::collections::BTreeMap;
 
 use crate::profile::{Ciphering, Mechanism, Protection};
 use crate::security::{
-    CounterCheck, Key, ReplayGuard, SecurityControl, SystemTitle, hls_gmac, unprotect,
-    unwrap_key, verify_hls_gmac,
+    CounterCheck, Key, ReplayGuard, SecurityControl, SystemTitle, hls_gmac, unprotect, unwrap_key,
+    verify_hls_gmac,
 };
 use crate::session::cipher::{CipherContext, CipherError};
 use crate::sim::config::{MeterConfig, SimClient};
 use crate::sim::objects::{self, Object, ObjectKind};
 use crate::sim::quirks::{Quirk, Quirks};
 use crate::wire::apdu::{
-    AcseDiagnostic, ActionRequest, ActionResponse, ActionResponseWithOptionalData, ActionResult,
-    Apdu, AppContext, Aare, Aarq, AttributeDescriptor, ConfirmedServiceError, Conformance,
+    Aare, Aarq, AcseDiagnostic, ActionRequest, ActionResponse, ActionResponseWithOptionalData,
+    ActionResult, Apdu, AppContext, AttributeDescriptor, ConfirmedServiceError, Conformance,
     DataAccessResult, DataBlockG, ExceptionResponse, GetDataResult, GetRequest, GetResponse,
     InitiateRequest, InitiateResponse, MethodDescriptor, Rlre, Rlrq, SetRequest, SetResponse,
 };
@@ -179,12 +179,16 @@ pub struct Meter {
     objects: Vec<Object>,
 }
 
-fn exception(state: u8, service: u8, ic: Option<u32>) -> Apdu {
-    Apdu::ExceptionResponse(ExceptionResponse {
+fn exc(state: u8, service: u8, ic: Option<u32>) -> ExceptionResponse {
+    ExceptionResponse {
         state_error: state,
         service_error: service,
         invocation_counter: ic,
-    })
+    }
+}
+
+fn exception(state: u8, service: u8, ic: Option<u32>) -> Apdu {
+    Apdu::ExceptionResponse(exc(state, service, ic))
 }
 
 fn aare_reject(context: AppContext, diagnostic: AcseDiagnostic, user: Option<Vec<u8>>) -> Apdu {
@@ -238,11 +242,19 @@ impl Meter {
     /// Handles one request APDU from `client_sap` on `conn`; returns the
     /// response, or `None` when the meter stays silent. Call
     /// [`Meter::after_response`] once the response has been sent.
-    pub fn handle(&mut self, conn: &mut Connection, client_sap: u16, request: &[u8], now_unix: i64) -> Option<Vec<u8>> {
+    pub fn handle(
+        &mut self,
+        conn: &mut Connection,
+        client_sap: u16,
+        request: &[u8],
+        now_unix: i64,
+    ) -> Option<Vec<u8>> {
         let apdu = match Apdu::decode(request) {
             Ok(a) => a,
             // Undecodable: service-not-supported (APPL_DATA_LN_N1, malformed APDU).
-            Err(_) => return Some(exception(SERVICE_NOT_ALLOWED, SERVICE_NOT_SUPPORTED, None).encode()),
+            Err(_) => {
+                return Some(exception(SERVICE_NOT_ALLOWED, SERVICE_NOT_SUPPORTED, None).encode());
+            }
         };
         match apdu {
             Apdu::Aarq(aarq) => Some(self.handle_aarq(conn, client_sap, aarq)),
@@ -291,7 +303,14 @@ impl Meter {
         let mut label = conn.challenge_seed.to_be_bytes().to_vec();
         label.extend_from_slice(&conn.challenges.to_be_bytes());
         let base = Key::new(*b"idis-sim-challng");
-        let t = hls_gmac(SecurityControl::AUTH, &self.config.system_title, conn.challenges as u32, &base, &base, &label);
+        let t = hls_gmac(
+            SecurityControl::AUTH,
+            &self.config.system_title,
+            conn.challenges as u32,
+            &base,
+            &base,
+            &label,
+        );
         let mut out = t[5..].to_vec();
         out.extend_from_slice(&t[1..5]);
         out
@@ -347,7 +366,9 @@ impl Meter {
             None => Mechanism::None,
             Some(M::Lls) => Mechanism::Lls,
             Some(M::HlsGmac) => Mechanism::HlsGmac,
-            Some(_) => return aare_reject(ctx_name, user(diag::MECHANISM_NOT_RECOGNISED), None).encode(),
+            Some(_) => {
+                return aare_reject(ctx_name, user(diag::MECHANISM_NOT_RECOGNISED), None).encode();
+            }
         };
         let lower_ok = offered == Mechanism::None && self.q(Quirk::AcceptsLowerMechanism);
         if offered != client.mechanism && !lower_ok {
@@ -361,16 +382,26 @@ impl Meter {
         match offered {
             Mechanism::Lls => {
                 let Some(pw) = &aarq.calling_authentication_value else {
-                    return aare_reject(ctx_name, user(diag::AUTHENTICATION_REQUIRED), None).encode();
+                    return aare_reject(ctx_name, user(diag::AUTHENTICATION_REQUIRED), None)
+                        .encode();
                 };
-                if client.password.as_deref() != Some(pw.as_slice()) && !self.q(Quirk::AcceptsWrongPassword) {
-                    return aare_reject(ctx_name, user(diag::AUTHENTICATION_FAILURE), None).encode();
+                if client.password.as_deref() != Some(pw.as_slice())
+                    && !self.q(Quirk::AcceptsWrongPassword)
+                {
+                    return aare_reject(ctx_name, user(diag::AUTHENTICATION_FAILURE), None)
+                        .encode();
                 }
             }
             Mechanism::HlsGmac => match &aarq.calling_authentication_value {
                 Some(c) if (8..=64).contains(&c.len()) => {}
-                Some(_) => return aare_reject(ctx_name, user(diag::AUTHENTICATION_FAILURE), None).encode(),
-                None => return aare_reject(ctx_name, user(diag::AUTHENTICATION_REQUIRED), None).encode(),
+                Some(_) => {
+                    return aare_reject(ctx_name, user(diag::AUTHENTICATION_FAILURE), None)
+                        .encode();
+                }
+                None => {
+                    return aare_reject(ctx_name, user(diag::AUTHENTICATION_REQUIRED), None)
+                        .encode();
+                }
             },
             Mechanism::None => {}
         }
@@ -416,19 +447,21 @@ impl Meter {
                     Ok((Apdu::InitiateRequest(r), sc)) => (r, Some(sc)),
                     Ok(_) => return aare_reject(ctx_name, user(diag::NO_REASON), None).encode(),
                     // Gurux answers a bad glo-initiate with an exception-response (dlms-facts.md 4.3).
-                    Err(reply) => return reply.encode(),
+                    Err(reply) => return Apdu::ExceptionResponse(reply).encode(),
                 }
             }
             _ => return aare_reject(ctx_name, user(diag::NO_REASON), None).encode(),
         };
         if client.ciphered && init_sc.is_none() {
-            let policy = SimClient::required_protection(st.policy, self.config.security_setup_version);
+            let policy =
+                SimClient::required_protection(st.policy, self.config.security_setup_version);
             if policy != Protection::None {
                 return aare_reject(ctx_name, user(diag::NO_REASON), None).encode();
             }
         }
         if let Some(code) = self.check_initiate(&init, client.ciphered) {
-            return aare_reject(ctx_name, user(diag::NO_REASON), Some(initiate_error(code))).encode();
+            return aare_reject(ctx_name, user(diag::NO_REASON), Some(initiate_error(code)))
+                .encode();
         }
         let conformance = if self.q(Quirk::IgnoresProposedConformance) {
             self.config.conformance
@@ -452,9 +485,12 @@ impl Meter {
         })
         .encode();
         let user_information = match (&mut ctx, init_sc) {
-            (Some(c), Some(sc)) => match self.protect(c, &response, sc, Ciphering::ServiceSpecific) {
+            (Some(c), Some(sc)) => match self.protect(c, &response, sc, Ciphering::ServiceSpecific)
+            {
                 Some(b) => b,
-                None => return exception(SERVICE_NOT_ALLOWED, OPERATION_NOT_POSSIBLE, None).encode(),
+                None => {
+                    return exception(SERVICE_NOT_ALLOWED, OPERATION_NOT_POSSIBLE, None).encode();
+                }
             },
             _ => response,
         };
@@ -464,7 +500,11 @@ impl Meter {
             protocol_version: None,
             application_context: aarq.application_context.clone(),
             result: 0,
-            diagnostic: AcseDiagnostic::User(if hls { diag::AUTHENTICATION_REQUIRED } else { 0 }),
+            diagnostic: AcseDiagnostic::User(if hls {
+                diag::AUTHENTICATION_REQUIRED
+            } else {
+                0
+            }),
             responding_ap_title: needs_title.then(|| self.config.system_title.0.to_vec()),
             responding_ae_qualifier: None,
             responding_ap_invocation_id: None,
@@ -484,7 +524,10 @@ impl Meter {
             ciphered: client.ciphered,
             ctx,
             pending_hls: stoc,
-            ctos: aarq.calling_authentication_value.clone().unwrap_or_default(),
+            ctos: aarq
+                .calling_authentication_value
+                .clone()
+                .unwrap_or_default(),
             conformance,
             client_max_pdu: init.client_max_receive_pdu_size,
             blocks: None,
@@ -523,10 +566,17 @@ impl Meter {
 
     /// Deciphers a protected request and checks its counter. On failure, the
     /// exception-response to send.
-    fn open_request(&mut self, ctx: &mut CipherContext, apdu: &Apdu, check_counter: bool) -> Result<(Apdu, SecurityControl), Apdu> {
+    fn open_request(
+        &mut self,
+        ctx: &mut CipherContext,
+        apdu: &Apdu,
+        check_counter: bool,
+    ) -> Result<(Apdu, SecurityControl), ExceptionResponse> {
         let opened = match ctx.open(apdu) {
             Ok(u) => Ok(u),
-            Err(CipherError::Security(crate::security::SecurityError::TagMismatch)) if self.q(Quirk::IgnoresGcmTag) => {
+            Err(CipherError::Security(crate::security::SecurityError::TagMismatch))
+                if self.q(Quirk::IgnoresGcmTag) =>
+            {
                 self.open_ignoring_tag(ctx, apdu).ok_or(())
             }
             Err(_) => Err(()),
@@ -538,7 +588,7 @@ impl Meter {
                 let retry = self.try_previous_keys(ctx, apdu);
                 match retry {
                     Some(u) => u,
-                    None => return Err(exception(SERVICE_NOT_ALLOWED, DECIPHERING_ERROR, None)),
+                    None => return Err(exc(SERVICE_NOT_ALLOWED, DECIPHERING_ERROR, None)),
                 }
             }
         };
@@ -548,7 +598,8 @@ impl Meter {
             let wrap_ok = self.q(Quirk::WrapsCounter) && matches!(check, CounterCheck::Exhausted);
             match check {
                 CounterCheck::Accepted => {}
-                CounterCheck::Replayed { .. } if equal_replay && self.q(Quirk::AcceptsReplayedCounter) => {}
+                CounterCheck::Replayed { .. }
+                    if equal_replay && self.q(Quirk::AcceptsReplayedCounter) => {}
                 _ if wrap_ok => ctx.peer_guard = ReplayGuard::new(),
                 CounterCheck::Replayed { lowest_acceptable } => {
                     let reported = if self.q(Quirk::WrongCounterInException) {
@@ -556,10 +607,18 @@ impl Meter {
                     } else {
                         lowest_acceptable
                     };
-                    return Err(exception(SERVICE_NOT_ALLOWED, INVOCATION_COUNTER_ERROR, Some(reported)));
+                    return Err(exc(
+                        SERVICE_NOT_ALLOWED,
+                        INVOCATION_COUNTER_ERROR,
+                        Some(reported),
+                    ));
                 }
                 CounterCheck::Exhausted => {
-                    return Err(exception(SERVICE_NOT_ALLOWED, INVOCATION_COUNTER_ERROR, Some(u32::MAX)));
+                    return Err(exc(
+                        SERVICE_NOT_ALLOWED,
+                        INVOCATION_COUNTER_ERROR,
+                        Some(u32::MAX),
+                    ));
                 }
             }
         }
@@ -567,7 +626,11 @@ impl Meter {
         Ok((u.apdu, u.sc))
     }
 
-    fn try_previous_keys(&self, ctx: &CipherContext, apdu: &Apdu) -> Option<crate::session::cipher::Unprotected> {
+    fn try_previous_keys(
+        &self,
+        ctx: &CipherContext,
+        apdu: &Apdu,
+    ) -> Option<crate::session::cipher::Unprotected> {
         if !self.q(Quirk::OldKeyStillValid) {
             return None;
         }
@@ -582,21 +645,33 @@ impl Meter {
     }
 
     /// Deciphers without verifying the tag (the `ignores-gcm-tag` quirk).
-    fn open_ignoring_tag(&self, ctx: &CipherContext, apdu: &Apdu) -> Option<crate::session::cipher::Unprotected> {
+    fn open_ignoring_tag(
+        &self,
+        ctx: &CipherContext,
+        apdu: &Apdu,
+    ) -> Option<crate::session::cipher::Unprotected> {
         let (content, title) = match apdu {
             Apdu::Ciphered(c) => (c.content.clone(), ctx.peer_title?),
-            Apdu::GeneralGloCiphering(g) => (g.content.clone(), SystemTitle::from_slice(&g.system_title)?),
+            Apdu::GeneralGloCiphering(g) => {
+                (g.content.clone(), SystemTitle::from_slice(&g.system_title)?)
+            }
             _ => return None,
         };
         let sc = SecurityControl(*content.first()?);
         let ic_bytes = content.get(1..5)?;
         let body = content.get(5..)?;
-        let payload = if sc.authenticated() { body.get(..body.len().checked_sub(12)?)? } else { body };
+        let payload = if sc.authenticated() {
+            body.get(..body.len().checked_sub(12)?)?
+        } else {
+            body
+        };
         let plain = if sc.encrypted() {
             let mut c = vec![SecurityControl::new(false, true, sc.suite()).0];
             c.extend_from_slice(ic_bytes);
             c.extend_from_slice(payload);
-            unprotect(&c, &title, &ctx.encryption_key, &ctx.authentication_key).ok()?.apdu
+            unprotect(&c, &title, &ctx.encryption_key, &ctx.authentication_key)
+                .ok()?
+                .apdu
         } else {
             payload.to_vec()
         };
@@ -611,7 +686,13 @@ impl Meter {
     }
 
     /// Protects a response with the request's security control.
-    fn protect(&mut self, ctx: &mut CipherContext, plain: &[u8], sc: SecurityControl, ciphering: Ciphering) -> Option<Vec<u8>> {
+    fn protect(
+        &mut self,
+        ctx: &mut CipherContext,
+        plain: &[u8],
+        sc: SecurityControl,
+        ciphering: Ciphering,
+    ) -> Option<Vec<u8>> {
         let ic = ctx.take_ic().ok()?;
         if self.q(Quirk::RepeatsOwnCounter) {
             ctx.next_ic = ic;
@@ -653,7 +734,8 @@ impl Meter {
                                 })
                                 .encode();
                                 let mut c2 = ctx.clone();
-                                user_information = self.protect(&mut c2, &resp, sc, Ciphering::ServiceSpecific);
+                                user_information =
+                                    self.protect(&mut c2, &resp, sc, Ciphering::ServiceSpecific);
                                 *ctx = c2;
                                 true
                             }
@@ -685,7 +767,13 @@ impl Meter {
     // -----------------------------------------------------------------
     // Services
 
-    fn handle_service(&mut self, conn: &mut Connection, client_sap: u16, apdu: Apdu, now: i64) -> Vec<u8> {
+    fn handle_service(
+        &mut self,
+        conn: &mut Connection,
+        client_sap: u16,
+        apdu: Apdu,
+        now: i64,
+    ) -> Vec<u8> {
         let ciphered_request = matches!(
             apdu,
             Apdu::Ciphered(_) | Apdu::GeneralGloCiphering(_) | Apdu::GeneralDedCiphering(_)
@@ -704,7 +792,9 @@ impl Meter {
                     blocks: None,
                 };
                 let resp = self.serve(&mut tmp, &apdu, now, &mut Vec::new());
-                return resp.unwrap_or_else(|| exception(SERVICE_NOT_ALLOWED, SERVICE_NOT_SUPPORTED, None)).encode();
+                return resp
+                    .unwrap_or_else(|| exception(SERVICE_NOT_ALLOWED, SERVICE_NOT_SUPPORTED, None))
+                    .encode();
             }
             return exception(SERVICE_NOT_ALLOWED, SERVICE_NOT_SUPPORTED, None).encode();
         };
@@ -733,10 +823,14 @@ impl Meter {
                     *ctx = work;
                     let ctx = ctx.clone();
                     self.save_counters(assoc.client, &ctx);
-                    let c = if general { Ciphering::General } else { Ciphering::ServiceSpecific };
+                    let c = if general {
+                        Ciphering::General
+                    } else {
+                        Ciphering::ServiceSpecific
+                    };
                     (p, Some(sc), c)
                 }
-                Err(reply) => return reply.encode(),
+                Err(reply) => return Apdu::ExceptionResponse(reply).encode(),
             }
         } else {
             (apdu, None, Ciphering::ServiceSpecific)
@@ -744,7 +838,10 @@ impl Meter {
         // Security policy.
         let weak = match sc {
             Some(sc) => CipherContext::meets(sc, policy).is_err(),
-            None => policy != Protection::None || (assoc.ciphered && !self.policy_allows_plain(assoc.client)),
+            None => {
+                policy != Protection::None
+                    || (assoc.ciphered && !self.policy_allows_plain(assoc.client))
+            }
         };
         if weak && !self.q(Quirk::IgnoresSecurityPolicy) {
             let tolerated = match sc {
@@ -774,7 +871,8 @@ impl Meter {
                 self.install_key(conn, client, id, key);
             }
         } else {
-            conn.pending_keys.extend(pending_keys.into_iter().map(|(id, k)| (client, id, k)));
+            conn.pending_keys
+                .extend(pending_keys.into_iter().map(|(id, k)| (client, id, k)));
         }
         let AssocState::Open(assoc) = &mut conn.assoc else {
             return response.encode();
@@ -786,7 +884,9 @@ impl Meter {
                 let out = self.protect(&mut work, &plain_response, sc, ciphering);
                 *ctx = work.clone();
                 self.save_counters(client, &work);
-                out.unwrap_or_else(|| exception(SERVICE_NOT_ALLOWED, OPERATION_NOT_POSSIBLE, None).encode())
+                out.unwrap_or_else(|| {
+                    exception(SERVICE_NOT_ALLOWED, OPERATION_NOT_POSSIBLE, None).encode()
+                })
             }
             _ => plain_response,
         }
@@ -794,15 +894,27 @@ impl Meter {
 
     fn policy_allows_plain(&self, client: u16) -> bool {
         self.state.clients.get(&client).is_some_and(|c| {
-            SimClient::required_protection(c.policy, self.config.security_setup_version) == Protection::None
+            SimClient::required_protection(c.policy, self.config.security_setup_version)
+                == Protection::None
         })
     }
 
     /// Serves a plain xDLMS request on an association. `None` for unsupported services.
-    fn serve(&mut self, a: &mut ServerAssociation, apdu: &Apdu, now: i64, keys: &mut Vec<(u8, Key)>) -> Option<Apdu> {
-        let invoke = |id: u8| if self.q(Quirk::WrongInvokeId) { id ^ 0x01 } else { id };
+    fn serve(
+        &mut self,
+        a: &mut ServerAssociation,
+        apdu: &Apdu,
+        now: i64,
+        keys: &mut Vec<(u8, Key)>,
+    ) -> Option<Apdu> {
+        let flip = self.q(Quirk::WrongInvokeId);
+        let invoke = move |id: u8| if flip { id ^ 0x01 } else { id };
         Some(match apdu {
-            Apdu::GetRequest(GetRequest::Normal { invoke_id, attribute, .. }) => {
+            Apdu::GetRequest(GetRequest::Normal {
+                invoke_id,
+                attribute,
+                ..
+            }) => {
                 if a.conformance & conf::GET == 0 {
                     return None;
                 }
@@ -830,10 +942,16 @@ impl Meter {
                             })
                         }
                     }
-                    e => Apdu::GetResponse(GetResponse::Normal { invoke_id: id, result: e }),
+                    e => Apdu::GetResponse(GetResponse::Normal {
+                        invoke_id: id,
+                        result: e,
+                    }),
                 }
             }
-            Apdu::GetRequest(GetRequest::Next { invoke_id, block_number }) => {
+            Apdu::GetRequest(GetRequest::Next {
+                invoke_id,
+                block_number,
+            }) => {
                 let id = invoke(*invoke_id);
                 match &mut a.blocks {
                     Some(p) if *block_number + 1 == p.next_block => {
@@ -868,13 +986,21 @@ impl Meter {
                 if a.conformance & conf::MULTIPLE_REFERENCES == 0 {
                     return None;
                 }
-                let results = items.iter().map(|(attr, _)| self.get(a, attr, now)).collect();
+                let results = items
+                    .iter()
+                    .map(|(attr, _)| self.get(a, attr, now))
+                    .collect();
                 Apdu::GetResponse(GetResponse::WithList {
                     invoke_id: invoke(*invoke_id),
                     results,
                 })
             }
-            Apdu::SetRequest(SetRequest::Normal { invoke_id, attribute, value, .. }) => {
+            Apdu::SetRequest(SetRequest::Normal {
+                invoke_id,
+                attribute,
+                value,
+                ..
+            }) => {
                 if a.conformance & conf::SET == 0 {
                     return None;
                 }
@@ -884,7 +1010,11 @@ impl Meter {
                     result,
                 })
             }
-            Apdu::SetRequest(SetRequest::WithList { invoke_id, items, values }) => {
+            Apdu::SetRequest(SetRequest::WithList {
+                invoke_id,
+                items,
+                values,
+            }) => {
                 let results = items
                     .iter()
                     .zip(values.iter())
@@ -895,7 +1025,11 @@ impl Meter {
                     results,
                 })
             }
-            Apdu::ActionRequest(ActionRequest::Normal { invoke_id, method, parameters }) => {
+            Apdu::ActionRequest(ActionRequest::Normal {
+                invoke_id,
+                method,
+                parameters,
+            }) => {
                 if a.conformance & conf::ACTION == 0 {
                     return None;
                 }
@@ -932,7 +1066,12 @@ impl Meter {
         }
     }
 
-    fn get_inner(&self, a: &ServerAssociation, d: &AttributeDescriptor, now: i64) -> Result<Data, DataAccessResult> {
+    fn get_inner(
+        &self,
+        a: &ServerAssociation,
+        d: &AttributeDescriptor,
+        now: i64,
+    ) -> Result<Data, DataAccessResult> {
         let o = self.find(d.class_id, d.instance)?;
         if d.attribute_id < 1 || d.attribute_id > o.attributes {
             return Err(DataAccessResult::ObjectUndefined);
@@ -948,20 +1087,30 @@ impl Meter {
         let cfg = &self.config;
         let v1 = cfg.security_setup_version >= 1;
         Ok(match &o.kind {
-            ObjectKind::CurrentAssociation => self.association_attr(a.client, Some(a), attr, full)?,
+            ObjectKind::CurrentAssociation => {
+                self.association_attr(a.client, Some(a), attr, full)?
+            }
             ObjectKind::Association(sap) => self.association_attr(*sap, None, attr, full)?,
             ObjectKind::SecuritySetup(sap) => {
-                let st = self.state.clients.get(sap).ok_or(DataAccessResult::ObjectUnavailable)?;
+                let st = self
+                    .state
+                    .clients
+                    .get(sap)
+                    .ok_or(DataAccessResult::ObjectUnavailable)?;
                 match attr {
                     2 if self.q(Quirk::SecuritySetupWrongTypes) => Data::Unsigned(st.policy),
                     2 if v1 => Data::Enum(st.policy),
                     2 => Data::Enum(st.policy),
                     3 => Data::Enum(0),
                     4 => {
-                        let title = match (a.client == *sap, a.ctx.as_ref().and_then(|c| c.peer_title)) {
-                            (true, Some(t)) => t,
-                            _ => cfg.client(*sap).map(|c| c.system_title).unwrap_or(SystemTitle([0; 8])),
-                        };
+                        let title =
+                            match (a.client == *sap, a.ctx.as_ref().and_then(|c| c.peer_title)) {
+                                (true, Some(t)) => t,
+                                _ => cfg
+                                    .client(*sap)
+                                    .map(|c| c.system_title)
+                                    .unwrap_or(SystemTitle([0; 8])),
+                            };
                         Data::OctetString(title.0.to_vec())
                     }
                     5 => Data::OctetString(cfg.system_title.0.to_vec()),
@@ -973,8 +1122,15 @@ impl Meter {
                 if !full && self.q(Quirk::CounterObjectPrivate) {
                     return Err(DataAccessResult::ReadWriteDenied);
                 }
-                let st = self.state.clients.get(sap).ok_or(DataAccessResult::ObjectUnavailable)?;
-                let last = st.client_guard.lowest_acceptable().map_or(u32::MAX, |l| l.saturating_sub(1));
+                let st = self
+                    .state
+                    .clients
+                    .get(sap)
+                    .ok_or(DataAccessResult::ObjectUnavailable)?;
+                let last = st
+                    .client_guard
+                    .lowest_acceptable()
+                    .map_or(u32::MAX, |l| l.saturating_sub(1));
                 Data::DoubleLongUnsigned(last)
             }
             ObjectKind::LogicalDeviceName => {
@@ -995,7 +1151,11 @@ impl Meter {
                 9 => Data::Enum(1),
                 _ => return Err(DataAccessResult::ObjectUndefined),
             },
-            ObjectKind::Register { value, scaler, unit } => match attr {
+            ObjectKind::Register {
+                value,
+                scaler,
+                unit,
+            } => match attr {
                 2 => value.clone(),
                 3 => Data::Structure(vec![Data::Integer(*scaler), Data::Enum(*unit)]),
                 _ => return Err(DataAccessResult::ObjectUndefined),
@@ -1025,8 +1185,17 @@ impl Meter {
         })
     }
 
-    fn association_attr(&self, sap: u16, current: Option<&ServerAssociation>, attr: i8, full: bool) -> Result<Data, DataAccessResult> {
-        let client = self.config.client(sap).ok_or(DataAccessResult::ObjectUnavailable)?;
+    fn association_attr(
+        &self,
+        sap: u16,
+        current: Option<&ServerAssociation>,
+        attr: i8,
+        full: bool,
+    ) -> Result<Data, DataAccessResult> {
+        let client = self
+            .config
+            .client(sap)
+            .ok_or(DataAccessResult::ObjectUnavailable)?;
         Ok(match attr {
             2 => Data::Array(
                 self.objects
@@ -1035,10 +1204,23 @@ impl Meter {
                     .map(|o| o.list_entry(self.full_access(sap)))
                     .collect(),
             ),
-            3 => Data::Structure(vec![Data::Integer(sap as i8), Data::LongUnsigned(self.config.hdlc_logical)]),
-            4 => Data::OctetString(vec![0x60, 0x85, 0x74, 0x05, 0x08, 0x01, if client.ciphered { 3 } else { 1 }]),
+            3 => Data::Structure(vec![
+                Data::Integer(sap as i8),
+                Data::LongUnsigned(self.config.hdlc_logical),
+            ]),
+            4 => Data::OctetString(vec![
+                0x60,
+                0x85,
+                0x74,
+                0x05,
+                0x08,
+                0x01,
+                if client.ciphered { 3 } else { 1 },
+            ]),
             5 => Data::Structure(vec![
-                objects::conformance_bits(current.map_or(self.config.conformance, |a| a.conformance)),
+                objects::conformance_bits(
+                    current.map_or(self.config.conformance, |a| a.conformance),
+                ),
                 Data::LongUnsigned(self.config.max_pdu_size),
                 Data::LongUnsigned(current.map_or(self.config.max_pdu_size, |a| a.client_max_pdu)),
                 Data::Unsigned(6),
@@ -1064,7 +1246,13 @@ impl Meter {
         })
     }
 
-    fn set(&mut self, a: &ServerAssociation, d: &AttributeDescriptor, value: &Data, _now: i64) -> DataAccessResult {
+    fn set(
+        &mut self,
+        a: &ServerAssociation,
+        d: &AttributeDescriptor,
+        value: &Data,
+        _now: i64,
+    ) -> DataAccessResult {
         let o = match self.find(d.class_id, d.instance) {
             Ok(o) => o.clone(),
             Err(e) => return e,
@@ -1100,14 +1288,22 @@ impl Meter {
         }
     }
 
-    fn action(&mut self, a: &mut ServerAssociation, m: &MethodDescriptor, params: Option<&Data>, keys: &mut Vec<(u8, Key)>) -> ActionResponseWithOptionalData {
+    fn action(
+        &mut self,
+        a: &mut ServerAssociation,
+        m: &MethodDescriptor,
+        params: Option<&Data>,
+        keys: &mut Vec<(u8, Key)>,
+    ) -> ActionResponseWithOptionalData {
         let result = |r: ActionResult| ActionResponseWithOptionalData {
             result: r,
             return_parameters: None,
         };
         let o = match self.find(m.class_id, m.instance) {
             Ok(o) => o.clone(),
-            Err(DataAccessResult::ObjectClassInconsistent) => return result(ActionResult::ObjectClassInconsistent),
+            Err(DataAccessResult::ObjectClassInconsistent) => {
+                return result(ActionResult::ObjectClassInconsistent);
+            }
             Err(_) => return result(ActionResult::ObjectUndefined),
         };
         if m.method_id < 1 || m.method_id > o.methods {
@@ -1115,7 +1311,9 @@ impl Meter {
         }
         match (&o.kind, m.method_id) {
             (ObjectKind::CurrentAssociation, 1) => self.reply_to_hls(a, params),
-            (ObjectKind::SecuritySetup(sap), _) if *sap != a.client || !self.full_access(a.client) => {
+            (ObjectKind::SecuritySetup(sap), _)
+                if *sap != a.client || !self.full_access(a.client) =>
+            {
                 result(ActionResult::ReadWriteDenied)
             }
             (ObjectKind::SecuritySetup(sap), 1) => {
@@ -1178,7 +1376,11 @@ impl Meter {
     }
 
     /// HLS pass 3 and 4: verify f(StoC), answer f(CtoS).
-    fn reply_to_hls(&mut self, a: &mut ServerAssociation, params: Option<&Data>) -> ActionResponseWithOptionalData {
+    fn reply_to_hls(
+        &mut self,
+        a: &mut ServerAssociation,
+        params: Option<&Data>,
+    ) -> ActionResponseWithOptionalData {
         let refuse = |r: ActionResult| ActionResponseWithOptionalData {
             result: r,
             return_parameters: None,
@@ -1192,7 +1394,14 @@ impl Meter {
         let Some(client_title) = ctx.peer_title else {
             return refuse(ActionResult::ReadWriteDenied);
         };
-        let ok = verify_hls_gmac(reply, &client_title, &ctx.encryption_key, &ctx.authentication_key, &stoc).is_ok();
+        let ok = verify_hls_gmac(
+            reply,
+            &client_title,
+            &ctx.encryption_key,
+            &ctx.authentication_key,
+            &stoc,
+        )
+        .is_ok();
         if !ok && !self.quirks.has(Quirk::AcceptsWrongHlsReply) {
             // Gurux answers read-write-denied and stays non-associated (dlms-facts.md 2.5).
             return refuse(ActionResult::ReadWriteDenied);
@@ -1247,28 +1456,148 @@ pub mod conf {
 
 /// The object list of a meter.
 fn build_objects(c: &MeterConfig) -> Vec<Object> {
-    let mut v = vec![Object::new(15, 1, Obis::CURRENT_ASSOCIATION, ObjectKind::CurrentAssociation, 9, 4, true)];
+    let mut v = vec![Object::new(
+        15,
+        1,
+        Obis::CURRENT_ASSOCIATION,
+        ObjectKind::CurrentAssociation,
+        9,
+        4,
+        true,
+    )];
     for (i, cl) in c.clients.iter().enumerate() {
-        v.push(Object::new(15, 1, Obis::new(0, 0, 40, 0, (i + 1) as u8, 255), ObjectKind::Association(cl.sap), 9, 4, false));
+        v.push(Object::new(
+            15,
+            1,
+            Obis::new(0, 0, 40, 0, (i + 1) as u8, 255),
+            ObjectKind::Association(cl.sap),
+            9,
+            4,
+            false,
+        ));
     }
     for cl in &c.clients {
         if cl.ciphered || cl.mechanism == Mechanism::HlsGmac {
-            let (attrs, methods) = if c.security_setup_version == 0 { (5, 2) } else { (6, 8) };
-            v.push(Object::new(64, c.security_setup_version, cl.security_setup, ObjectKind::SecuritySetup(cl.sap), attrs, methods, false));
+            let (attrs, methods) = if c.security_setup_version == 0 {
+                (5, 2)
+            } else {
+                (6, 8)
+            };
+            v.push(Object::new(
+                64,
+                c.security_setup_version,
+                cl.security_setup,
+                ObjectKind::SecuritySetup(cl.sap),
+                attrs,
+                methods,
+                false,
+            ));
         }
-        v.push(Object::new(1, 0, cl.counter_object, ObjectKind::InvocationCounter(cl.sap), 2, 0, true));
+        v.push(Object::new(
+            1,
+            0,
+            cl.counter_object,
+            ObjectKind::InvocationCounter(cl.sap),
+            2,
+            0,
+            true,
+        ));
     }
     v.extend([
-        Object::new(1, 0, Obis::LOGICAL_DEVICE_NAME, ObjectKind::LogicalDeviceName, 2, 0, true),
-        Object::new(1, 0, Obis::new(0, 0, 96, 1, 0, 255), ObjectKind::Value(Data::VisibleString(c.serial_number.clone().into_bytes())), 2, 0, true),
-        Object::new(1, 0, Obis::new(1, 0, 0, 2, 0, 255), ObjectKind::Value(Data::VisibleString(b"IDIS-SIM 0.1".to_vec())), 2, 0, true),
+        Object::new(
+            1,
+            0,
+            Obis::LOGICAL_DEVICE_NAME,
+            ObjectKind::LogicalDeviceName,
+            2,
+            0,
+            true,
+        ),
+        Object::new(
+            1,
+            0,
+            Obis::new(0, 0, 96, 1, 0, 255),
+            ObjectKind::Value(Data::VisibleString(c.serial_number.clone().into_bytes())),
+            2,
+            0,
+            true,
+        ),
+        Object::new(
+            1,
+            0,
+            Obis::new(1, 0, 0, 2, 0, 255),
+            ObjectKind::Value(Data::VisibleString(b"IDIS-SIM 0.1".to_vec())),
+            2,
+            0,
+            true,
+        ),
         Object::new(8, 0, Obis::CLOCK, ObjectKind::Clock, 9, 6, true),
-        Object::new(3, 0, Obis::new(1, 0, 1, 8, 0, 255), ObjectKind::Register { value: Data::DoubleLongUnsigned(1_234_567), scaler: 0, unit: 30 }, 3, 1, true),
-        Object::new(3, 0, Obis::new(1, 0, 2, 8, 0, 255), ObjectKind::Register { value: Data::DoubleLongUnsigned(89_012), scaler: 0, unit: 30 }, 3, 1, true),
-        Object::new(3, 0, Obis::new(1, 0, 32, 7, 0, 255), ObjectKind::Register { value: Data::LongUnsigned(2301), scaler: -1, unit: 35 }, 3, 1, true),
-        Object::new(17, 0, Obis::new(0, 0, 41, 0, 0, 255), ObjectKind::SapAssignment, 2, 1, true),
-        Object::new(23, 1, Obis::new(0, 0, 22, 0, 0, 255), ObjectKind::HdlcSetup, 9, 0, true),
-        Object::new(41, 0, Obis::new(0, 0, 25, 0, 0, 255), ObjectKind::TcpUdpSetup, 6, 0, true),
+        Object::new(
+            3,
+            0,
+            Obis::new(1, 0, 1, 8, 0, 255),
+            ObjectKind::Register {
+                value: Data::DoubleLongUnsigned(1_234_567),
+                scaler: 0,
+                unit: 30,
+            },
+            3,
+            1,
+            true,
+        ),
+        Object::new(
+            3,
+            0,
+            Obis::new(1, 0, 2, 8, 0, 255),
+            ObjectKind::Register {
+                value: Data::DoubleLongUnsigned(89_012),
+                scaler: 0,
+                unit: 30,
+            },
+            3,
+            1,
+            true,
+        ),
+        Object::new(
+            3,
+            0,
+            Obis::new(1, 0, 32, 7, 0, 255),
+            ObjectKind::Register {
+                value: Data::LongUnsigned(2301),
+                scaler: -1,
+                unit: 35,
+            },
+            3,
+            1,
+            true,
+        ),
+        Object::new(
+            17,
+            0,
+            Obis::new(0, 0, 41, 0, 0, 255),
+            ObjectKind::SapAssignment,
+            2,
+            1,
+            true,
+        ),
+        Object::new(
+            23,
+            1,
+            Obis::new(0, 0, 22, 0, 0, 255),
+            ObjectKind::HdlcSetup,
+            9,
+            0,
+            true,
+        ),
+        Object::new(
+            41,
+            0,
+            Obis::new(0, 0, 25, 0, 0, 255),
+            ObjectKind::TcpUdpSetup,
+            6,
+            0,
+            true,
+        ),
     ]);
     v
 }

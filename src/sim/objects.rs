@@ -20,7 +20,11 @@ pub enum ObjectKind {
     LogicalDeviceName,
     Clock,
     /// A register: value, scaler and unit.
-    Register { value: Data, scaler: i8, unit: u8 },
+    Register {
+        value: Data,
+        scaler: i8,
+        unit: u8,
+    },
     /// A Data object with a fixed value.
     Value(Data),
     SapAssignment,
@@ -44,7 +48,15 @@ pub struct Object {
 }
 
 impl Object {
-    pub fn new(class_id: u16, version: u8, obis: Obis, kind: ObjectKind, attributes: i8, methods: i8, public: bool) -> Self {
+    pub fn new(
+        class_id: u16,
+        version: u8,
+        obis: Obis,
+        kind: ObjectKind,
+        attributes: i8,
+        methods: i8,
+        public: bool,
+    ) -> Self {
         Object {
             class_id,
             version,
@@ -133,11 +145,27 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// (UTC, deviation ignored); `None` when a field is "not specified" or out of range.
 pub fn unix_from_date_time(v: &[u8; 12]) -> Option<i64> {
     let year = u16::from_be_bytes([v[0], v[1]]) as i64;
-    let (m, d, h, mi, s) = (v[2] as i64, v[3] as i64, v[5] as i64, v[6] as i64, v[7] as i64);
-    if year == 0xFFFF || !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 59 {
+    let (m, d, h, mi, s) = (
+        v[2] as i64,
+        v[3] as i64,
+        v[5] as i64,
+        v[6] as i64,
+        v[7] as i64,
+    );
+    if year == 0xFFFF
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&d)
+        || h > 23
+        || mi > 59
+        || s > 59
+    {
         return None;
     }
-    let (y, mm) = if m <= 2 { (year - 1, m + 9) } else { (year, m - 3) };
+    let (y, mm) = if m <= 2 {
+        (year - 1, m + 9)
+    } else {
+        (year, m - 3)
+    };
     let era = y.div_euclid(400);
     let yoe = y.rem_euclid(400);
     let doy = (153 * mm + 2) / 5 + d - 1;

@@ -171,6 +171,10 @@ mod tests {
     #[test]
     fn rejects_unknown_names_with_a_hint() {
         let e = Quirks::from_names(&["accepts-replayed-countr"]).unwrap_err();
-        assert!(e.to_string().contains("did you mean `accepts-replayed-counter`"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("did you mean `accepts-replayed-counter`"),
+            "{e}"
+        );
     }
 }

@@ -11,8 +11,10 @@ pub mod axdr;
 pub mod obis;
 
 mod reader;
+mod security_control;
 
 pub use reader::Reader;
+pub use security_control::SecurityControl;
 
 /// Errors of the wire layer. Each names what was being decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

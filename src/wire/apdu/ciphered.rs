@@ -7,7 +7,7 @@
 use std::fmt;
 
 use super::{read_octets, tags, write_octets};
-use crate::security::SecurityControl;
+use crate::wire::SecurityControl;
 use crate::wire::{Reader, WireError, WireResult};
 
 /// (plain, glo, ded, plain name, glo name, ded name), from dlms-facts.md 1.2

@@ -1,0 +1,19 @@
+//! The simulated IDIS meter: the built-in default target and a standalone
+//! simulator. A conformant meter by default, and a precisely wrong one on
+//! request ([`quirks`]).
+//!
+//! [`meter::Meter`] is the application layer (associations, security, COSEM
+//! objects), synchronous and transport-agnostic; the servers in `server` drive
+//! it over the wrapper, HDLC and serial links.
+
+pub mod config;
+pub mod meter;
+pub mod objects;
+pub mod quirks;
+
+pub use config::MeterConfig;
+pub use meter::{Connection, Meter};
+pub use quirks::{Quirk, Quirks};
+
+#[cfg(test)]
+mod tests;
