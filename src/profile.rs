@@ -8,6 +8,8 @@
 //! box: client 16 public without security; client 1 HLS-GMAC, authenticated and
 //! encrypted, EK 000102..0F, AK D0..DF, KEK 000102..0F, client system title
 //! 4D4D4D0000000001; server logical address 1, physical address 17 on HDLC.
+//! Clients 2 (HLS-GMAC, policy starting at 0) and 3 (LLS, password 12345678)
+//! match the built-in simulator's extra clients.
 //!
 //! Keys come from hex in the profile, an environment variable, or an entry of a
 //! key file, and never appear in errors, logs or reports.
@@ -203,6 +205,32 @@ impl ClientProfile {
     }
 }
 
+impl ClientProfile {
+    /// Client 2 of the simulator: HLS-GMAC with its own security setup
+    /// (0-0:43.0.2.255) whose policy starts at 0, for security_activate cases.
+    pub fn policy_test() -> Self {
+        ClientProfile {
+            sap: 2,
+            name: "policy test".into(),
+            security_setup: Obis::new(0, 0, 43, 0, 2, 255),
+            counter_object: Obis::new(0, 0, 43, 1, 2, 255),
+            ..ClientProfile::management()
+        }
+    }
+
+    /// Client 3 of the simulator: LLS with the password `12345678`, no ciphering.
+    pub fn lls_reader() -> Self {
+        ClientProfile {
+            sap: 3,
+            name: "reader (LLS)".into(),
+            mechanism: Mechanism::Lls,
+            password: Some(b"12345678".to_vec()),
+            counter_object: Obis::new(0, 0, 43, 1, 3, 255),
+            ..ClientProfile::public()
+        }
+    }
+}
+
 /// Proposed conformance when a profile does not say: the Green Book example
 /// 007E1F (dlms-facts.md 1.5) plus general-protection, so that a meter may
 /// choose either ciphering.
@@ -315,7 +343,12 @@ impl Default for DeviceProfile {
             server_system_title: None,
             security_suite: 0,
             security_setup_version: 0,
-            clients: vec![ClientProfile::public(), ClientProfile::management()],
+            clients: vec![
+                ClientProfile::public(),
+                ClientProfile::management(),
+                ClientProfile::policy_test(),
+                ClientProfile::lls_reader(),
+            ],
             features: KNOWN_FEATURES.iter().map(|s| s.to_string()).collect(),
             accepted_outcomes: BTreeMap::new(),
             counters_after_key_change: CounterPolicy::Either,

@@ -397,6 +397,8 @@ pub struct ServerLinkFaults {
     pub ignore_sequence_numbers: bool,
     /// Answer an I-frame received before SNRM instead of DM.
     pub answer_in_ndm: bool,
+    /// Send long responses in one frame, ignoring the negotiated maximum.
+    pub no_segmentation: bool,
 }
 
 /// Settings of the server side.
@@ -696,7 +698,12 @@ impl HdlcServer {
         };
         let mut info = LLC_RESPONSE.to_vec();
         info.extend_from_slice(apdu);
-        self.pending = segment(&info, self.params.max_info_tx as usize);
+        let max = if self.cfg.faults.no_segmentation {
+            info.len()
+        } else {
+            self.params.max_info_tx as usize
+        };
+        self.pending = segment(&info, max);
         self.send_next_segment(client);
         Ok(())
     }

@@ -1,0 +1,287 @@
+//! Serving the simulated meter over links (tokio): the wrapper over any byte
+//! stream (TCP, or an in-process duplex for the `sim` target), HDLC over any
+//! byte stream (TCP, serial, duplex), and the wrapper over UDP. One meter may
+//! serve many connections at once; its state is shared behind a mutex held only
+//! for the time of one request.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UdpSocket;
+
+use crate::session::hdlc::{HdlcServer, ServerConfig, ServerEvent, ServerLinkFaults};
+use crate::sim::{Connection, Meter, Quirk};
+use crate::transport::link::{BoxStream, ByteStream};
+use crate::wire::hdlc::{Address, LinkParams};
+use crate::wire::wrapper::{WrapperDeframer, WrapperFrame};
+
+/// A meter shared by the connections that serve it.
+#[derive(Clone)]
+pub struct SharedMeter {
+    meter: Arc<Mutex<Meter>>,
+    connections: Arc<AtomicU64>,
+    /// Called with one line per association event, when set.
+    log: Option<Arc<dyn Fn(String) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for SharedMeter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMeter")
+            .field("connections", &self.connections.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl SharedMeter {
+    pub fn new(meter: Meter) -> Self {
+        SharedMeter {
+            meter: Arc::new(Mutex::new(meter)),
+            connections: Arc::new(AtomicU64::new(0)),
+            log: None,
+        }
+    }
+
+    /// Logs association events through `f`.
+    pub fn with_log(mut self, f: impl Fn(String) + Send + Sync + 'static) -> Self {
+        self.log = Some(Arc::new(f));
+        self
+    }
+
+    /// The meter, locked. A poisoned lock (a panic while serving) is taken over:
+    /// the meter's state is plain data and stays usable.
+    pub fn lock(&self) -> MutexGuard<'_, Meter> {
+        self.meter.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn new_connection(&self) -> Connection {
+        Connection::new(self.connections.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    fn log(&self, line: impl FnOnce() -> String) {
+        if let Some(l) = &self.log {
+            l(line());
+        }
+    }
+
+    /// Handles one request and applies what waits for the response; returns the response.
+    fn handle(&self, conn: &mut Connection, client: u16, request: &[u8]) -> Option<Vec<u8>> {
+        let before = conn.associated_client();
+        let mut m = self.lock();
+        let r = m.handle(conn, client, request, now_unix());
+        m.after_response(conn);
+        drop(m);
+        let after = conn.associated_client();
+        if before != after {
+            self.log(|| match after {
+                Some(c) => format!("client {c}: associated"),
+                None => format!("client {client}: released"),
+            });
+        }
+        r
+    }
+}
+
+/// Serves the wrapper over a byte stream until it closes.
+pub async fn serve_wrapper<S: ByteStream>(meter: SharedMeter, mut stream: S) -> std::io::Result<()> {
+    let (wport, answer_unknown, any_version) = {
+        let m = meter.lock();
+        (
+            m.config.wport,
+            m.quirks.has(Quirk::AnswersUnknownWport),
+            m.quirks.has(Quirk::AcceptsWrongWrapperVersion),
+        )
+    };
+    let mut conn = meter.new_connection();
+    let mut deframer = WrapperDeframer::new(65_535);
+    let mut buf = vec![0u8; 8192];
+    loop {
+        while let Some(frame) = deframer.next_frame() {
+            let f = match frame {
+                Ok(f) => f,
+                Err(crate::wire::wrapper::WrapperError::BadVersion(v)) if any_version => {
+                    // The quirk: read on as if the version were 1.
+                    meter.log(|| format!("wrapper version {v} accepted (quirk)"));
+                    deframer.reset();
+                    continue;
+                }
+                Err(e) => {
+                    // The stream is out of step: drop the connection.
+                    meter.log(|| format!("closing a wrapper connection: {e}"));
+                    return Ok(());
+                }
+            };
+            if f.destination != wport && !answer_unknown {
+                continue;
+            }
+            if let Some(resp) = meter.handle(&mut conn, f.source, &f.payload) {
+                let out = WrapperFrame::new(f.destination, f.source, resp).encode();
+                stream.write_all(&out).await?;
+                stream.flush().await?;
+            }
+        }
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        deframer.push(&buf[..n]);
+    }
+}
+
+/// The HDLC faults a meter's quirks switch on.
+pub fn hdlc_faults(meter: &Meter) -> ServerLinkFaults {
+    let q = |x| meter.quirks.has(x);
+    ServerLinkFaults {
+        accept_bad_checksums: q(Quirk::AnswersBadFcs),
+        answer_any_address: q(Quirk::AnswersOtherAddress),
+        ignore_snrm_parameters: q(Quirk::IgnoresSnrmParameters),
+        accept_oversized_frames: q(Quirk::AcceptsOversizedFrames),
+        ignore_sequence_numbers: q(Quirk::IgnoresSequenceNumbers),
+        answer_in_ndm: q(Quirk::AnswersInNdm),
+        no_segmentation: q(Quirk::NoSegmentation),
+    }
+}
+
+/// Serves HDLC over a byte stream until it closes.
+pub async fn serve_hdlc<S: ByteStream>(meter: SharedMeter, mut stream: S) -> std::io::Result<()> {
+    let cfg = {
+        let m = meter.lock();
+        ServerConfig {
+            address: Address::server(m.config.hdlc_logical, m.config.hdlc_physical),
+            limits: LinkParams {
+                max_info_tx: m.config.hdlc_max_info,
+                max_info_rx: m.config.hdlc_max_info,
+                window_tx: m.config.hdlc_window,
+                window_rx: m.config.hdlc_window,
+            },
+            inactivity_timeout: Some(Duration::from_secs(m.config.hdlc_inactivity_timeout.into())),
+            faults: hdlc_faults(&m),
+        }
+    };
+    let mut link = HdlcServer::new(cfg);
+    let mut conn = meter.new_connection();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        while let Some(ev) = link.poll_event() {
+            match ev {
+                ServerEvent::Apdu { client, apdu } => {
+                    if let Some(resp) = meter.handle(&mut conn, client.upper(), &apdu) {
+                        // Cannot fail: a client is connected when an APDU arrives.
+                        let _ = link.send_apdu(&resp);
+                    }
+                }
+                ServerEvent::Disconnected { client, reason } => {
+                    conn.reset();
+                    meter.log(|| format!("HDLC client {client}: disconnected ({reason})"));
+                }
+                ServerEvent::Connected { .. } => conn.reset(),
+                ServerEvent::Discarded(_) => {}
+            }
+        }
+        while let Some(frame) = link.poll_transmit() {
+            stream.write_all(&frame).await?;
+        }
+        stream.flush().await?;
+        let read = stream.read(&mut buf);
+        let n = match link.poll_timeout() {
+            Some(deadline) => {
+                match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), read).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        link.handle_timeout(Instant::now());
+                        continue;
+                    }
+                }
+            }
+            None => read.await?,
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        link.handle_bytes(&buf[..n], Instant::now());
+    }
+}
+
+/// Serves the wrapper over UDP until the socket fails. One connection state per peer address.
+pub async fn serve_udp(meter: SharedMeter, socket: UdpSocket) -> std::io::Result<()> {
+    let (wport, answer_unknown) = {
+        let m = meter.lock();
+        (m.config.wport, m.quirks.has(Quirk::AnswersUnknownWport))
+    };
+    let mut peers: HashMap<SocketAddr, Connection> = HashMap::new();
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, from) = socket.recv_from(&mut buf).await?;
+        let Ok(f) = WrapperFrame::decode_datagram(&buf[..n]) else {
+            continue;
+        };
+        if f.destination != wport && !answer_unknown {
+            continue;
+        }
+        if peers.len() > 10_000 && !peers.contains_key(&from) {
+            peers.clear();
+        }
+        let conn = peers.entry(from).or_insert_with(|| meter.new_connection());
+        if let Some(resp) = meter.handle(conn, f.source, &f.payload) {
+            let out = WrapperFrame::new(f.destination, f.source, resp).encode();
+            socket.send_to(&out, from).await?;
+        }
+    }
+}
+
+/// The in-process simulator behind the `sim` target: each link gets a fresh
+/// in-memory connection to the same meter.
+#[derive(Debug, Clone)]
+pub struct SimHandle {
+    pub meter: SharedMeter,
+    udp: Arc<tokio::sync::OnceCell<SocketAddr>>,
+}
+
+impl SimHandle {
+    pub fn new(meter: Meter) -> Self {
+        SimHandle {
+            meter: SharedMeter::new(meter),
+            udp: Arc::new(tokio::sync::OnceCell::new()),
+        }
+    }
+
+    /// A byte stream to the meter, served with the wrapper or HDLC framing.
+    pub fn open_stream(&self, hdlc: bool) -> BoxStream {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let meter = self.meter.clone();
+        tokio::spawn(async move {
+            let _ = if hdlc {
+                serve_hdlc(meter, theirs).await
+            } else {
+                serve_wrapper(meter, theirs).await
+            };
+        });
+        Box::new(ours)
+    }
+
+    /// The address of the meter's UDP socket on loopback (bound on first use).
+    pub async fn udp_address(&self) -> std::io::Result<SocketAddr> {
+        let meter = self.meter.clone();
+        self.udp
+            .get_or_try_init(|| async move {
+                let socket = UdpSocket::bind("127.0.0.1:0").await?;
+                let addr = socket.local_addr()?;
+                tokio::spawn(async move {
+                    let _ = serve_udp(meter, socket).await;
+                });
+                Ok::<_, std::io::Error>(addr)
+            })
+            .await
+            .copied()
+    }
+}
