@@ -28,6 +28,52 @@ pub struct LoadedSuite {
     pub suite: Suite,
 }
 
+impl LoadedSuite {
+    /// Where step `step` of case `case` is (its name, e.g. `get`), for runtime
+    /// diagnostics; `teardown` selects the teardown list. Parses the text again
+    /// (suite files are small), so call it when reporting, not per step.
+    pub fn step_span(&self, case: usize, teardown: bool, step: usize) -> Option<Span> {
+        let tree = spans::parse(&self.source)?;
+        let node = tree.get(&step_path(case, teardown, step))?;
+        Some(self.with_token_len(node.at))
+    }
+
+    /// Where the `expect:` value of a step is (falling back to the step itself when it
+    /// has none), for "expected ..., got ..." failures.
+    pub fn expect_span(&self, case: usize, teardown: bool, step: usize) -> Option<Span> {
+        let tree = spans::parse(&self.source)?;
+        let step_node = tree.get(&step_path(case, teardown, step))?;
+        let at = match &step_node.kind {
+            Kind::Map(entries) => entries
+                .first()
+                .and_then(|(_, body)| body.get(&[Seg::from("expect")]))
+                .map_or(step_node.at, |n| n.at),
+            _ => step_node.at,
+        };
+        Some(self.with_token_len(at))
+    }
+
+    /// Render `d` against this suite's file and text.
+    pub fn render(&self, d: &Diagnostic) -> String {
+        d.render(&self.path, &self.source)
+    }
+
+    fn with_token_len(&self, at: Span) -> Span {
+        let chars = line_chars(&self.source, at.line);
+        let len = token_len(&chars, at.column.saturating_sub(1) as usize) as u32;
+        Span { len, ..at }
+    }
+}
+
+fn step_path(case: usize, teardown: bool, step: usize) -> [Seg; 4] {
+    [
+        Seg::from("cases"),
+        Seg::Index(case),
+        Seg::from(if teardown { "teardown" } else { "steps" }),
+        Seg::Index(step),
+    ]
+}
+
 /// Largest suite (or vars) file the loader reads: 1 MiB. Suite files are a few kB.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 /// Most parser events (scalars, collection starts and ends, aliases) in one file.
@@ -520,7 +566,7 @@ fn span_from(loc: &serde_saphyr::Location, source: &str) -> Option<Span> {
     let line = u32::try_from(loc.line()).ok().filter(|l| *l > 0)?;
     let column = u32::try_from(loc.column()).ok().filter(|c| *c > 0)?;
     let chars = line_chars(source, line);
-    let col0 = column as usize - 1;
+    let col0 = column.saturating_sub(1) as usize;
     let reported = loc.span().len() as usize;
     let len = if reported > 0 && col0 + reported <= chars.len() {
         reported
@@ -538,7 +584,7 @@ fn span_from(loc: &serde_saphyr::Location, source: &str) -> Option<Span> {
 /// errors and type mismatches), move the caret to the value when it is on that line.
 fn key_to_value(span: Span, source: &str) -> (Span, Option<String>) {
     let chars = line_chars(source, span.line);
-    let col0 = span.column as usize - 1;
+    let col0 = span.column.saturating_sub(1) as usize;
     if let Some((key, Some(v))) = key_at(&chars, col0) {
         let s = Span {
             line: span.line,
@@ -589,7 +635,7 @@ pub(crate) fn yaml_error(err: &YamlError, source: &str) -> Diagnostic {
         .map(|s| back_to_token(s, source));
     let mut notes = Vec::new();
     let chars = span.map(|s| line_chars(source, s.line)).unwrap_or_default();
-    let col0 = span.map_or(0, |s| s.column as usize - 1);
+    let col0 = span.map_or(0, |s| s.column.saturating_sub(1) as usize);
     let token: String = span
         .map(|s| {
             chars
@@ -884,7 +930,7 @@ pub(crate) fn yaml_error(err: &YamlError, source: &str) -> Diagnostic {
 
 /// For a place at the `:` of `key:` (where serde-saphyr puts empty values), underline the key.
 fn colon_to_key(span: Span, chars: &[char]) -> Span {
-    let col0 = span.column as usize - 1;
+    let col0 = span.column.saturating_sub(1) as usize;
     if chars.get(col0) != Some(&':') {
         return span;
     }
@@ -899,7 +945,7 @@ fn colon_to_key(span: Span, chars: &[char]) -> Span {
         return span;
     }
     Span {
-        column: span.column - n as u32,
+        column: span.column.saturating_sub(n as u32),
         len: n as u32,
         ..span
     }
@@ -956,7 +1002,7 @@ fn is_blank(source: &str) -> bool {
 /// empty line, as for a value that ended early), move it back to the last token before.
 fn back_to_token(span: Span, source: &str) -> Span {
     let chars = line_chars(source, span.line);
-    let col0 = span.column as usize - 1;
+    let col0 = span.column.saturating_sub(1) as usize;
     let rest_blank = chars
         .get(col0..)
         .unwrap_or_default()
@@ -1046,7 +1092,7 @@ fn missing_field_place(span: Option<Span>, source: &str, field: &str) -> (Option
     {
         let at = parent.at;
         let chars = line_chars(source, at.line);
-        let len = token_len(&chars, at.column as usize - 1) as u32;
+        let len = token_len(&chars, at.column.saturating_sub(1) as usize) as u32;
         return (
             Some(Span { len, ..at }),
             format!("`{owner}` needs `{field}`"),
@@ -1055,7 +1101,7 @@ fn missing_field_place(span: Option<Span>, source: &str, field: &str) -> (Option
     match tree.get(&path) {
         Some(node) => {
             let chars = line_chars(source, node.at.line);
-            let len = token_len(&chars, node.at.column as usize - 1) as u32;
+            let len = token_len(&chars, node.at.column.saturating_sub(1) as usize) as u32;
             let what = if path.is_empty() {
                 "the suite"
             } else {

@@ -42,7 +42,7 @@
 //! ```
 //!
 //! * Outcomes: `success`, `silence`, `disconnect`, or a one-key map: `{value: DATA}`,
-//!   `{type: octet-string[16]}`, `{result: read-write-denied}`, `{exception: NAME}`,
+//!   `{type: octet-string(16)}`, `{result: read-write-denied}`, `{exception: NAME}`,
 //!   `{rejected: {result: rejected-permanent, diagnostic: authentication-failure}}`,
 //!   `{initiate-error: dlms-version-too-low}`, `{frame: ua}`, `{profile: NAME}` (the
 //!   outcomes the device profile accepts for a point where meters legitimately differ).

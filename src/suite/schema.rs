@@ -172,8 +172,8 @@ pub(crate) fn data_type(_: &mut SchemaGenerator) -> Schema {
     let names = names_of(vocab::DATA_TYPES);
     json_schema!({
         "type": "string",
-        "pattern": format!("^({})(\\[[0-9]+\\])?$", names.join("|")),
-        "examples": ["octet-string", "octet-string[16]", "structure[3]"]
+        "pattern": format!("^({})(\\([0-9]+\\))?$", names.join("|")),
+        "examples": ["octet-string", "octet-string(16)", "structure(3)"]
     })
 }
 

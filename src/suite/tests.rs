@@ -389,3 +389,77 @@ fn the_documented_example_loads() {
     assert_eq!(a.mechanism.as_deref(), Some("hls-gmac"));
     assert_eq!(a.client, Some(Tpl::Var("${client}".into())));
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Arbitrary text, YAML or not, gives a suite or errors, never a panic, and every
+        /// located error's line exists.
+        #[test]
+        fn loading_arbitrary_text(src in "\\PC{0,200}") {
+            check(&src);
+        }
+
+        /// A valid suite with bytes replaced, removed or inserted: the errors people make.
+        #[test]
+        fn loading_mutated_suites(edits in proptest::collection::vec((0usize..4000, 0u8..4, any::<char>()), 1..6)) {
+            let mut s: Vec<char> = VALID.chars().collect();
+            for (pos, op, c) in edits {
+                let i = pos % (s.len() + 1);
+                match op {
+                    0 if i < s.len() => { s.remove(i); }
+                    1 => s.insert(i, c),
+                    2 if i < s.len() => s[i] = c,
+                    _ => s.insert(i, [':', '{', '[', '-', '\n', ' ', '\'', '$'][pos % 8]),
+                }
+            }
+            check(&s.into_iter().collect::<String>());
+        }
+
+        #[test]
+        fn templates_and_names(t in "[$a-z{}_ -]{0,30}") {
+            let _ = vars::resolve(&t, &Default::default());
+            let _ = vocab::parse_hex(&t);
+            let _ = vocab::parse_counter(&t);
+            let _ = vocab::parse_type_spec(&t);
+            let _ = did_you_mean(&t, vocab::STEPS);
+        }
+    }
+
+    fn check(src: &str) {
+        if let Err(es) = load_source(Path::new("p.yaml"), src.to_owned(), &ctx()) {
+            assert!(!es.is_empty());
+            for e in es {
+                if let Some(l) = e.line {
+                    assert!(l as usize <= src.split('\n').count() + 1, "{e}");
+                }
+                assert!(e.rendered.starts_with("error: "));
+            }
+        }
+    }
+}
+
+#[test]
+fn locates_steps_and_expectations_for_the_runner() {
+    let s = load(VALID);
+    let sp = s.step_span(0, false, 3).unwrap();
+    assert_eq!((sp.line, sp.column, sp.len), (26, 9, 6)); // `replay`
+    let ex = s.expect_span(0, false, 3).unwrap();
+    assert_eq!((ex.line, ex.column), (27, 19)); // the `[` of the list
+    let td = s.step_span(0, true, 1).unwrap();
+    assert_eq!((td.line, td.len), (51, 7)); // `release`
+    assert_eq!(s.expect_span(0, false, 0), s.step_span(0, false, 0));
+    let d = Diagnostic::new(
+        "expected exception-response invocation-counter-error, got get-response data",
+    )
+    .at(ex, "expected here");
+    assert_eq!(
+        s.render(&d),
+        "error: expected exception-response invocation-counter-error, got get-response data\n  --> t.yaml:27:19\n   |\n27 |           expect: [{exception: invocation-counter-error}, silence, {profile: replayed-counter}]\n   |                   ^ expected here"
+    );
+    assert!(s.step_span(9, false, 0).is_none());
+}

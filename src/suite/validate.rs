@@ -289,11 +289,11 @@ impl Validator<'_> {
         if !self.no_template(path, field, value) {
             return;
         }
-        if let Err(e) = humantime::parse_duration(value.trim()) {
+        if humantime::parse_duration(value.trim()).is_err() {
             self.report(
                 path,
                 Problem::new(
-                    format!("invalid duration for `{field}`: `{value}` ({e})"),
+                    format!("invalid duration `{value}` for `{field}`"),
                     "expected a duration like `200ms`, `1s` or `2m`",
                 ),
             );
@@ -731,12 +731,17 @@ impl Validator<'_> {
             match &key.key {
                 Tpl::Var(v) => self.refs(&kp("key"), v, saved),
                 Tpl::Lit(v) => {
-                    if !vocab::KEY_WORDS.contains(&v.as_str()) && vocab::parse_hex(v).is_err() {
+                    if let (false, Err(e)) =
+                        (vocab::KEY_WORDS.contains(&v.as_str()), vocab::parse_hex(v))
+                    {
                         let (label, _) = suggestion(v, vocab::KEY_WORDS);
-                        let label = if label.is_empty() {
-                            "expected hex, `generate`, `original` or `${var}`".to_string()
-                        } else {
+                        let looks_hex = v.chars().all(|c| c.is_ascii_hexdigit() || c == ' ');
+                        let label = if !label.is_empty() {
                             label
+                        } else if looks_hex {
+                            e
+                        } else {
+                            "expected hex, `generate`, `original` or `${var}`".to_string()
                         };
                         self.report(
                             &kp("key"),
@@ -778,10 +783,10 @@ impl Validator<'_> {
             Outcome::Value(d) => self.data(&f("value"), d, true, saved),
             Outcome::Type(t) => {
                 if let Err(e) = vocab::parse_type_spec(t) {
-                    let name = t.split('[').next().unwrap_or(t).trim();
+                    let name = t.split('(').next().unwrap_or(t).trim();
                     let names = vocab::names(vocab::DATA_TYPES);
                     if names.contains(&name) {
-                        self.report(&f("type"), Problem::new(e, "e.g. `octet-string[16]`"));
+                        self.report(&f("type"), Problem::new(e, "e.g. `octet-string(16)`"));
                     } else {
                         let (label, notes) = suggestion(name, &names);
                         let mut p = Problem::new(format!("unknown data type `{name}`"), label);

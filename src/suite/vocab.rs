@@ -349,17 +349,16 @@ pub fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
     hex::decode(&digits).map_err(|e| e.to_string())
 }
 
-/// Parse a `{type: ...}` outcome: a data type name, optionally with a length in brackets,
-/// e.g. `octet-string` or `octet-string[16]` (the number of elements for arrays and
-/// structures, bytes for strings, bits for bit-string).
+/// Parse a `{type: ...}` outcome: a data type name, optionally with a length in
+/// parentheses, e.g. `octet-string` or `octet-string(16)` (elements for arrays and
+/// structures, bytes for strings, bits for bit-string). Parentheses, not brackets:
+/// `[` would end a plain scalar inside a YAML flow map.
 pub fn parse_type_spec(s: &str) -> Result<(&'static str, Option<usize>), String> {
     let t = s.trim();
-    let (name, len) = match t.split_once('[') {
+    let (name, len) = match t.split_once('(') {
         Some((n, rest)) => {
-            let num = rest.strip_suffix(']').ok_or_else(|| {
-                format!(
-                    "invalid type `{t}`: a length is written in brackets, e.g. `octet-string[16]`"
-                )
+            let num = rest.strip_suffix(')').ok_or_else(|| {
+                format!("invalid type `{t}`: a length is written in parentheses, e.g. `octet-string(16)`")
             })?;
             let len = num
                 .trim()
@@ -443,9 +442,9 @@ mod tests {
     #[test]
     fn parses_type_specs() {
         assert_eq!(parse_type_spec("octet-string"), Ok(("octet-string", None)));
-        assert_eq!(parse_type_spec("array[3]"), Ok(("array", Some(3))));
+        assert_eq!(parse_type_spec("array(3)"), Ok(("array", Some(3))));
         assert!(parse_type_spec("octet-strin").is_err());
-        assert!(parse_type_spec("octet-string[x]").is_err());
-        assert!(parse_type_spec("octet-string[3").is_err());
+        assert!(parse_type_spec("octet-string(x)").is_err());
+        assert!(parse_type_spec("octet-string(3").is_err());
     }
 }
