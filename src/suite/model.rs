@@ -10,21 +10,22 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 /// A value that is either written literally or as a `${name}` reference to a
 /// suite variable, resolved at run time. A string containing `${name}` inside
 /// other text is also allowed for string-typed values.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+/// (`Deserialize` is written by hand in `model_de.rs`, so errors say what was expected.)
+#[derive(Debug, Clone, PartialEq)]
 pub enum Tpl<T> {
     Lit(T),
     Var(String),
 }
 
 /// A suite file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Suite {
     /// Suite id, e.g. `replay-rejection`. Used as the JUnit classname.
@@ -48,13 +49,14 @@ pub struct Suite {
     /// A free place for YAML anchors (`&name`) reused with aliases and merge keys (`<<: *name`).
     /// Its content is not interpreted.
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Value>")]
     pub templates: Option<serde::de::IgnoredAny>,
     pub cases: Vec<Case>,
 }
 
 /// A variable value: text, number or boolean.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+/// (`Deserialize` is written by hand in `model_de.rs`, so errors say what was expected.)
+#[derive(Debug, Clone, PartialEq)]
 pub enum VarValue {
     Bool(bool),
     Int(i64),
@@ -72,7 +74,7 @@ impl std::fmt::Display for VarValue {
 }
 
 /// A test case.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Case {
     /// The Yellow Book id where one exists (e.g. `SYMSEC_0_FraCount_1`), otherwise a descriptive id.
@@ -91,18 +93,21 @@ pub struct Case {
     pub detects: Vec<String>,
     /// Time limit for the whole case, e.g. `10s` (default: the runner's).
     #[serde(default)]
+    #[schemars(schema_with = "super::schema::duration")]
     pub timeout: Option<String>,
     /// The client SAP for steps that do not name one (default: the suite variable `client`, else 1).
     #[serde(default)]
     pub client: Option<Tpl<u16>>,
+    #[schemars(with = "Vec<Step>")]
     pub steps: Vec<Spanned<Step>>,
     /// Steps that always run after `steps`, even after a failure (release, restore keys).
     #[serde(default)]
+    #[schemars(with = "Vec<Step>")]
     pub teardown: Vec<Spanned<Step>>,
 }
 
 /// One step. Written as a one-key map: `- get: {...}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub enum Step {
     /// Open the link: TCP connect for the wrapper, plus SNRM/UA for HDLC.
@@ -132,13 +137,13 @@ pub enum Step {
     /// Compare saved values.
     Check(CheckStep),
     /// Wait, e.g. `wait: 200ms`.
-    Wait(String),
+    Wait(#[schemars(schema_with = "super::schema::duration")] String),
     /// Expect the device to stay silent, or to close the link, with nothing sent.
     Listen(ListenStep),
 }
 
 /// `connect:`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ConnectStep {
     /// Client SAP for the link (HDLC source address / wrapper source wPort). Default: the case's client.
@@ -158,7 +163,7 @@ pub struct ConnectStep {
 }
 
 /// `disconnect:`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DisconnectStep {
     #[serde(default)]
@@ -167,7 +172,7 @@ pub struct DisconnectStep {
 
 /// `associate:`. Without overrides, the association the device profile
 /// declares for the client; every field below changes one thing, often on purpose wrong.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AssociateStep {
     /// Client SAP (default: the case's client).
@@ -175,18 +180,22 @@ pub struct AssociateStep {
     pub client: Option<Tpl<u16>>,
     /// `none`, `lls`, `hls-gmac` (default: the profile's for this client).
     #[serde(default)]
+    #[schemars(schema_with = "super::schema::mechanism")]
     pub mechanism: Option<String>,
     /// `none`, `authenticated`, `encrypted`, `authenticated-encrypted` for ciphered services.
     #[serde(default)]
+    #[schemars(schema_with = "super::schema::security")]
     pub security: Option<String>,
     /// `service-specific` (glo-) or `general` (general-glo-ciphering).
     #[serde(default)]
+    #[schemars(schema_with = "super::schema::ciphering")]
     pub ciphering: Option<String>,
     /// LLS password (text).
     #[serde(default)]
     pub password: Option<Tpl<String>>,
     /// Application context: `ln`, `ln-ciphered`, `sn`, `sn-ciphered`, or an OID in dotted form.
     #[serde(default)]
+    #[schemars(schema_with = "super::schema::context")]
     pub context: Option<String>,
     /// Raw protocol-version bit string content in hex, e.g. `0780`.
     #[serde(default)]
@@ -216,15 +225,15 @@ pub struct AssociateStep {
 }
 
 /// Proposed conformance block.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+/// (`Deserialize` is written by hand in `model_de.rs`, so errors say what was expected.)
+#[derive(Debug, Clone, PartialEq)]
 pub enum Conformance {
     Names(Vec<String>),
     Hex(String),
 }
 
 /// Faults to put into an association attempt.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AssociateFaults {
     /// Protect with this encryption key instead of the right one (hex).
@@ -241,6 +250,7 @@ pub struct AssociateFaults {
     pub challenge_reply: bool,
     /// Use this invocation counter for the glo-initiate-request: `last` (a replay of the previous AARQ's), or a number.
     #[serde(default)]
+    #[schemars(schema_with = "super::schema::counter")]
     pub initiate_counter: Option<Tpl<String>>,
     /// Skip pass 3 (stay at "authentication pending").
     #[serde(default)]
@@ -248,7 +258,7 @@ pub struct AssociateFaults {
 }
 
 /// `release:`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ReleaseStep {
     /// Protect the RLRQ's user-information (default: as the association requires).
@@ -259,7 +269,7 @@ pub struct ReleaseStep {
 }
 
 /// `get:`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct GetStep {
     pub class: u16,
@@ -273,13 +283,14 @@ pub struct GetStep {
     pub unprotected: bool,
     /// Protect with this security control (e.g. `authenticated` when `authenticated-encrypted` is required).
     #[serde(default)]
+    #[schemars(schema_with = "super::schema::security")]
     pub security: Option<String>,
     #[serde(default)]
     pub expect: Option<Expect>,
 }
 
 /// `set:`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SetStep {
     pub class: u16,
@@ -289,13 +300,14 @@ pub struct SetStep {
     #[serde(default)]
     pub unprotected: bool,
     #[serde(default)]
+    #[schemars(schema_with = "super::schema::security")]
     pub security: Option<String>,
     #[serde(default)]
     pub expect: Option<Expect>,
 }
 
 /// `action:`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ActionStep {
     pub class: u16,
@@ -308,13 +320,14 @@ pub struct ActionStep {
     #[serde(default)]
     pub unprotected: bool,
     #[serde(default)]
+    #[schemars(schema_with = "super::schema::security")]
     pub security: Option<String>,
     #[serde(default)]
     pub expect: Option<Expect>,
 }
 
 /// `send:` exactly one of `apdu`, `protected`, `hdlc`, `wrapper`, `bytes`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SendStep {
     /// A plain APDU in hex, sent as is through the link.
@@ -337,31 +350,36 @@ pub struct SendStep {
 }
 
 /// A protected APDU built on purpose.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ProtectedSpec {
     /// The plain APDU in hex (a get-request, say).
     pub apdu: Tpl<String>,
     /// Invocation counter: `next` (default), `last` (the previous one again), `last-N`, `+N` (skip ahead), or a number / `${var}`.
     #[serde(default)]
+    #[schemars(schema_with = "super::schema::counter")]
     pub counter: Option<Tpl<String>>,
     /// `service-specific` or `general` (default: the association's).
     #[serde(default)]
+    #[schemars(schema_with = "super::schema::ciphering")]
     pub ciphering: Option<String>,
     /// Security: `authenticated`, `encrypted`, `authenticated-encrypted` (default: the association's).
     #[serde(default)]
+    #[schemars(schema_with = "super::schema::security")]
     pub security: Option<String>,
     /// Corrupt one part after protection: `tag`, `ciphertext`, `security-control`, `counter`.
     #[serde(default)]
+    #[schemars(schema_with = "super::schema::tamper")]
     pub tamper: Option<String>,
 }
 
 /// An HDLC frame, any field overridable. Omitted fields are correct for the link.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HdlcFrameSpec {
     /// `snrm`, `disc`, `ui`, `rr`, `rnr`, `i` (the next I-frame), or a control byte in hex.
     #[serde(default)]
+    #[schemars(schema_with = "super::schema::hdlc_control")]
     pub control: Option<String>,
     /// Destination address bytes in hex exactly as sent (default: the server address).
     #[serde(default)]
@@ -389,8 +407,10 @@ pub struct HdlcFrameSpec {
     pub length: Option<u16>,
     /// `bad` for a wrong HCS/FCS, or a hex value.
     #[serde(default)]
+    #[schemars(schema_with = "super::schema::checksum")]
     pub hcs: Option<String>,
     #[serde(default)]
+    #[schemars(schema_with = "super::schema::checksum")]
     pub fcs: Option<String>,
     /// Leave out the opening / closing flag.
     #[serde(default)]
@@ -400,7 +420,7 @@ pub struct HdlcFrameSpec {
 }
 
 /// A wrapper frame, any field overridable.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct WrapperFrameSpec {
     #[serde(default)]
@@ -424,7 +444,7 @@ pub struct WrapperFrameSpec {
 }
 
 /// `replay:`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ReplayStep {
     /// Which saved request: `last` (default) or the name given with `save-request`.
@@ -435,7 +455,7 @@ pub struct ReplayStep {
 }
 
 /// `key-transfer:`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct KeyTransferStep {
     pub keys: Vec<KeySpec>,
@@ -456,12 +476,14 @@ pub struct KeyTransferStep {
 }
 
 /// One key to transfer.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct KeySpec {
     /// `unicast` (0, GUEK), `broadcast` (1, GBEK), `authentication` (2, AK), `master` (3, KEK), or a number.
+    #[schemars(schema_with = "super::schema::key_id")]
     pub id: String,
     /// The new key in hex, `generate` (random), `original` (the profile's key of that kind), or `${var}`.
+    #[schemars(schema_with = "super::schema::key_value")]
     pub key: Tpl<String>,
     /// Save the key under this variable (so a teardown can restore it).
     #[serde(default)]
@@ -469,10 +491,11 @@ pub struct KeySpec {
 }
 
 /// `security-activate:`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SecurityActivateStep {
     /// The new policy: for version 0 a number 0..3 or a name (`nothing`, `authenticated`, `encrypted`, `authenticated-encrypted`); for version 1 a number (bit flags).
+    #[schemars(schema_with = "super::schema::policy")]
     pub policy: Tpl<String>,
     #[serde(default)]
     pub obis: Option<Tpl<String>>,
@@ -481,7 +504,7 @@ pub struct SecurityActivateStep {
 }
 
 /// `read-counter:` reads `0-0:43.1.e.255` as the public client over its own link.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ReadCounterStep {
     /// The client whose counter object to read (default: the case's client).
@@ -492,11 +515,12 @@ pub struct ReadCounterStep {
 }
 
 /// `check:` compares two values, e.g. `{left: "${after}", op: gt, right: "${before}"}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CheckStep {
     pub left: String,
     /// `eq`, `ne`, `gt`, `ge`, `lt`, `le`.
+    #[schemars(schema_with = "super::schema::check_op")]
     pub op: String,
     pub right: String,
     /// Message shown on failure.
@@ -505,24 +529,26 @@ pub struct CheckStep {
 }
 
 /// `listen:` expects silence or a disconnect for a while.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ListenStep {
     /// How long, e.g. `500ms`.
+    #[schemars(schema_with = "super::schema::duration")]
     pub r#for: String,
     #[serde(default)]
     pub expect: Option<Expect>,
 }
 
 /// Accepted outcomes: one, or a list of which any one passes.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+/// (`Deserialize` is written by hand in `model_de.rs`, so errors say what was expected.)
+#[derive(Debug, Clone, PartialEq)]
 pub enum Expect {
     One(Outcome),
     AnyOf(Vec<Outcome>),
 }
 
 impl Expect {
+    /// The accepted outcomes, one or many.
     pub fn outcomes(&self) -> &[Outcome] {
         match self {
             Expect::One(o) => std::slice::from_ref(o),
@@ -532,7 +558,7 @@ impl Expect {
 }
 
 /// An outcome of a step.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub enum Outcome {
     /// Any success: association accepted (and HLS completed), data returned, result success, UA.
@@ -540,17 +566,17 @@ pub enum Outcome {
     /// The returned data equals this value.
     Value(DataSpec),
     /// The returned data has this type (e.g. `octet-string`), optionally with a length.
-    Type(String),
+    Type(#[schemars(schema_with = "super::schema::data_type")] String),
     /// A data-access-result or action-result by name, e.g. `read-write-denied`.
-    Result(String),
+    Result(#[schemars(schema_with = "super::schema::result")] String),
     /// AARE rejected, optionally with a result (`rejected-permanent`, `rejected-transient`) and a diagnostic name or number.
     Rejected(RejectSpec),
     /// An AARE carrying a confirmed-service-error (initiate error) by name, e.g. `dlms-version-too-low`.
-    InitiateError(String),
+    InitiateError(#[schemars(schema_with = "super::schema::initiate_error")] String),
     /// An exception-response with this service error (e.g. `invocation-counter-error`, `deciphering-error`), or `any`.
-    Exception(String),
+    Exception(#[schemars(schema_with = "super::schema::exception")] String),
     /// An HDLC frame of this kind came back: `ua`, `dm`, `frmr`, `rr`, `i`.
-    Frame(String),
+    Frame(#[schemars(schema_with = "super::schema::frame")] String),
     /// Nothing came back within the step's wait (default 1s for silence).
     Silence,
     /// The device closed the link (TCP close or HDLC DISC/DM).
@@ -561,17 +587,19 @@ pub enum Outcome {
 }
 
 /// Details of an expected AARE rejection.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RejectSpec {
     #[serde(default)]
+    #[schemars(schema_with = "super::schema::reject_result")]
     pub result: Option<String>,
     #[serde(default)]
+    #[schemars(schema_with = "super::schema::diagnostic")]
     pub diagnostic: Option<String>,
 }
 
 /// A COSEM data value written in YAML: a one-key map naming the type.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub enum DataSpec {
     Null,
