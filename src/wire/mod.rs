@@ -7,7 +7,9 @@
 //! [`Reader`], which checks lengths.
 
 pub mod axdr;
+pub mod hdlc;
 pub mod obis;
+pub mod wrapper;
 
 mod reader;
 
