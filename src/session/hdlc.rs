@@ -212,9 +212,9 @@ impl HdlcClient {
         while let Some(ev) = self.deframer.next_event() {
             match ev {
                 DeframeEvent::Frame(f) => self.handle_frame(f, now),
-                DeframeEvent::Invalid { bytes, error } => {
-                    self.events.push_back(ClientEvent::InvalidFrame { bytes, error })
-                }
+                DeframeEvent::Invalid { bytes, error } => self
+                    .events
+                    .push_back(ClientEvent::InvalidFrame { bytes, error }),
             }
         }
     }
@@ -272,7 +272,8 @@ impl HdlcClient {
                 self.outstanding = None;
                 self.pending.clear();
                 self.state = ClientState::Disconnected;
-                self.events.push_back(ClientEvent::Disconnected { by_peer: true });
+                self.events
+                    .push_back(ClientEvent::Disconnected { by_peer: true });
             }
             (ClientState::Connected, Control::Rr { recv_seq, .. }) => {
                 // The server acknowledges a segment and asks for the next.
@@ -287,7 +288,12 @@ impl HdlcClient {
                     self.send_next_segment(now);
                 }
             }
-            (ClientState::Connected, Control::I { send_seq, recv_seq, .. }) => {
+            (
+                ClientState::Connected,
+                Control::I {
+                    send_seq, recv_seq, ..
+                },
+            ) => {
                 self.outstanding = None;
                 if send_seq != self.vr {
                     self.events.push_back(ClientEvent::Violation(format!(
@@ -419,7 +425,10 @@ pub enum ServerEvent {
     /// A client connected (SNRM answered with UA).
     Connected { client: Address, params: LinkParams },
     /// The link went down (DISC, or the inactivity timeout).
-    Disconnected { client: Address, reason: &'static str },
+    Disconnected {
+        client: Address,
+        reason: &'static str,
+    },
     /// A complete request APDU (LLC removed).
     Apdu { client: Address, apdu: Vec<u8> },
     /// A frame was discarded, and why (bad checksum, not for us, ...).
@@ -497,13 +506,13 @@ impl HdlcServer {
                         error,
                         HdlcError::HcsMismatch { .. } | HdlcError::FcsMismatch { .. }
                     );
-                    if checksum && self.cfg.faults.accept_bad_checksums {
-                        if let Some(f) = repair_checksums(&bytes)
-                            .and_then(|b| FrameRepr::decode(&b).ok())
-                        {
-                            self.handle_frame(f, now);
-                            continue;
-                        }
+                    if checksum
+                        && self.cfg.faults.accept_bad_checksums
+                        && let Some(f) =
+                            repair_checksums(&bytes).and_then(|b| FrameRepr::decode(&b).ok())
+                    {
+                        self.handle_frame(f, now);
+                        continue;
                     }
                     // IEC 62056-46 / HDLC_FRAME_N7, N8: discarded silently.
                     self.events
@@ -549,7 +558,12 @@ impl HdlcServer {
                 let proposed = match LinkParams::decode(&f.info) {
                     Ok(p) => p,
                     Err(_) => {
-                        self.reply(client, Control::Frmr { poll_final: true }, frmr_info(&f, 0x01), false);
+                        self.reply(
+                            client,
+                            Control::Frmr { poll_final: true },
+                            frmr_info(&f, 0x01),
+                            false,
+                        );
                         return;
                     }
                 };
@@ -571,7 +585,12 @@ impl HdlcServer {
                 self.vr = 0;
                 self.reassembly.clear();
                 self.pending.clear();
-                self.reply(client, Control::Ua { poll_final: true }, ours.encode(), false);
+                self.reply(
+                    client,
+                    Control::Ua { poll_final: true },
+                    ours.encode(),
+                    false,
+                );
                 self.events.push_back(ServerEvent::Connected {
                     client,
                     params: ours,
@@ -601,7 +620,12 @@ impl HdlcServer {
                     && !self.cfg.faults.accept_oversized_frames
                 {
                     // HDLC_INFO_N1: information field too long.
-                    self.reply(client, Control::Frmr { poll_final: true }, frmr_info(&f, 0x04), false);
+                    self.reply(
+                        client,
+                        Control::Frmr { poll_final: true },
+                        frmr_info(&f, 0x04),
+                        false,
+                    );
                     return;
                 }
                 if !self.cfg.faults.ignore_sequence_numbers {
@@ -627,7 +651,12 @@ impl HdlcServer {
                     }
                     if recv_seq != self.vs {
                         // HDLC_INFO_N2: N(R) acknowledges a frame we never sent.
-                        self.reply(client, Control::Frmr { poll_final: true }, frmr_info(&f, 0x08), false);
+                        self.reply(
+                            client,
+                            Control::Frmr { poll_final: true },
+                            frmr_info(&f, 0x08),
+                            false,
+                        );
                         return;
                     }
                 }
@@ -687,7 +716,12 @@ impl HdlcServer {
                 );
             }
             // HDLC_FRAME_N5: an unknown or unexpected command.
-            _ => self.reply(client, Control::Frmr { poll_final: true }, frmr_info(&f, 0x01), false),
+            _ => self.reply(
+                client,
+                Control::Frmr { poll_final: true },
+                frmr_info(&f, 0x01),
+                false,
+            ),
         }
     }
 
@@ -859,7 +893,10 @@ mod tests {
         c.connect(now);
         pump(&mut c, &mut s, now);
         let ev = events(&mut c);
-        assert!(matches!(ev.as_slice(), [ClientEvent::Connected(_)]), "{ev:?}");
+        assert!(
+            matches!(ev.as_slice(), [ClientEvent::Connected(_)]),
+            "{ev:?}"
+        );
         // Client may send 300 (server accepts 2030) and receives at most 64.
         assert_eq!(c.params().max_info_tx, 300);
         assert_eq!(c.params().max_info_rx, 64);
@@ -885,7 +922,10 @@ mod tests {
         // Sequence numbers wrapped modulo 8 without complaint.
         c.disconnect(now);
         pump(&mut c, &mut s, now);
-        assert_eq!(events(&mut c), vec![ClientEvent::Disconnected { by_peer: false }]);
+        assert_eq!(
+            events(&mut c),
+            vec![ClientEvent::Disconnected { by_peer: false }]
+        );
     }
 
     #[test]
@@ -901,7 +941,10 @@ mod tests {
         assert!(c.poll_transmit().is_some(), "second retransmission");
         c.handle_timeout(c.poll_timeout().unwrap());
         assert_eq!(c.poll_transmit(), None);
-        assert_eq!(events(&mut c), vec![ClientEvent::Timeout("no reply to SNRM")]);
+        assert_eq!(
+            events(&mut c),
+            vec![ClientEvent::Timeout("no reply to SNRM")]
+        );
     }
 
     #[test]
@@ -974,6 +1017,9 @@ mod tests {
         c.params.max_info_tx = 200;
         c.send_apdu(&[0u8; 100], now).unwrap();
         pump(&mut c, &mut s, now);
-        assert!(matches!(events(&mut c).as_slice(), [ClientEvent::FrameRejected(_)]));
+        assert!(matches!(
+            events(&mut c).as_slice(),
+            [ClientEvent::FrameRejected(_)]
+        ));
     }
 }

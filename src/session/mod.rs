@@ -5,4 +5,4 @@
 
 pub mod association;
 pub mod cipher;
-// pub mod hdlc; (lands with the HDLC codec)
+pub mod hdlc;

@@ -10,6 +10,7 @@ pub mod config;
 pub mod meter;
 pub mod objects;
 pub mod quirks;
+pub mod server;
 
 pub use config::MeterConfig;
 pub use meter::{Connection, Meter};

@@ -93,7 +93,10 @@ impl SharedMeter {
 }
 
 /// Serves the wrapper over a byte stream until it closes.
-pub async fn serve_wrapper<S: ByteStream>(meter: SharedMeter, mut stream: S) -> std::io::Result<()> {
+pub async fn serve_wrapper<S: ByteStream>(
+    meter: SharedMeter,
+    mut stream: S,
+) -> std::io::Result<()> {
     let (wport, answer_unknown, any_version) = {
         let m = meter.lock();
         (
@@ -195,7 +198,8 @@ pub async fn serve_hdlc<S: ByteStream>(meter: SharedMeter, mut stream: S) -> std
         let read = stream.read(&mut buf);
         let n = match link.poll_timeout() {
             Some(deadline) => {
-                match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), read).await {
+                match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), read).await
+                {
                     Ok(r) => r?,
                     Err(_) => {
                         link.handle_timeout(Instant::now());

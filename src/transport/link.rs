@@ -100,7 +100,13 @@ impl Trace {
             records: Vec::new(),
         }
     }
-    pub fn record(&mut self, direction: Direction, layer: &'static str, bytes: &[u8], decoded: String) {
+    pub fn record(
+        &mut self,
+        direction: Direction,
+        layer: &'static str,
+        bytes: &[u8],
+        decoded: String,
+    ) {
         self.records.push(TrafficRecord {
             at: self.start.elapsed(),
             direction,
@@ -185,7 +191,12 @@ impl std::fmt::Debug for Link {
 
 impl Link {
     /// A wrapper link over a byte stream.
-    pub fn wrapper(stream: BoxStream, settings: LinkSettings, description: String, start: Instant) -> Self {
+    pub fn wrapper(
+        stream: BoxStream,
+        settings: LinkSettings,
+        description: String,
+        start: Instant,
+    ) -> Self {
         let deframer = WrapperDeframer::new(settings.max_payload);
         Link {
             inner: Inner::Wrapper { stream, deframer },
@@ -197,7 +208,13 @@ impl Link {
     }
 
     /// A wrapper link over UDP.
-    pub fn udp(socket: UdpSocket, peer: SocketAddr, settings: LinkSettings, description: String, start: Instant) -> Self {
+    pub fn udp(
+        socket: UdpSocket,
+        peer: SocketAddr,
+        settings: LinkSettings,
+        description: String,
+        start: Instant,
+    ) -> Self {
         Link {
             inner: Inner::Udp { socket, peer },
             settings,
@@ -208,7 +225,12 @@ impl Link {
     }
 
     /// An HDLC link over a byte stream (not yet connected: call [`Link::connect`]).
-    pub fn hdlc(stream: BoxStream, settings: LinkSettings, description: String, start: Instant) -> Self {
+    pub fn hdlc(
+        stream: BoxStream,
+        settings: LinkSettings,
+        description: String,
+        start: Instant,
+    ) -> Self {
         let per_try = (settings.response_timeout / 2).max(Duration::from_millis(50));
         let client = HdlcClient::new(ClientConfig {
             client: Address::client(settings.client.min(0x7F) as u8),
@@ -277,7 +299,9 @@ impl Link {
             .await?;
         match ev {
             ClientEvent::Connected(p) => Ok(p),
-            ClientEvent::ConnectRefused => Err(LinkError::Hdlc("the device answered SNRM with DM".into())),
+            ClientEvent::ConnectRefused => {
+                Err(LinkError::Hdlc("the device answered SNRM with DM".into()))
+            }
             ClientEvent::FrameRejected(info) => Err(LinkError::Hdlc(format!(
                 "the device answered SNRM with FRMR {}",
                 hex::encode_upper(info)
@@ -298,7 +322,9 @@ impl Link {
             .drive_hdlc(timeout, |e, _| {
                 matches!(
                     e,
-                    ClientEvent::Disconnected { .. } | ClientEvent::Timeout(_) | ClientEvent::FrameRejected(_)
+                    ClientEvent::Disconnected { .. }
+                        | ClientEvent::Timeout(_)
+                        | ClientEvent::FrameRejected(_)
                 )
             })
             .await?;
@@ -326,15 +352,23 @@ impl Link {
             Inner::Wrapper { stream, .. } => {
                 let f = WrapperFrame::new(client, wport, apdu.to_vec());
                 let bytes = f.encode();
-                self.trace
-                    .record(Direction::Sent, "apdu", apdu, format!("{} [{f}]", describe_apdu(apdu)));
+                self.trace.record(
+                    Direction::Sent,
+                    "apdu",
+                    apdu,
+                    format!("{} [{f}]", describe_apdu(apdu)),
+                );
                 stream.write_all(&bytes).await?;
                 stream.flush().await?;
             }
             Inner::Udp { socket, peer } => {
                 let f = WrapperFrame::new(client, wport, apdu.to_vec());
-                self.trace
-                    .record(Direction::Sent, "apdu", apdu, format!("{} [{f}, UDP]", describe_apdu(apdu)));
+                self.trace.record(
+                    Direction::Sent,
+                    "apdu",
+                    apdu,
+                    format!("{} [{f}, UDP]", describe_apdu(apdu)),
+                );
                 socket.send_to(&f.encode(), *peer).await?;
             }
             Inner::Hdlc { client, .. } => {
@@ -375,7 +409,8 @@ impl Link {
                 if let Some(r) = deframer.next_frame() {
                     return match r {
                         Ok(f) => {
-                            let expected = f.source == wport && f.destination == client_sap && f.version == 1;
+                            let expected =
+                                f.source == wport && f.destination == client_sap && f.version == 1;
                             self.trace.record(
                                 Direction::Received,
                                 "apdu",
@@ -403,8 +438,10 @@ impl Link {
                 if n == 0 {
                     self.closed = true;
                     if deframer.buffered() > 0 {
-                        self.trace
-                            .note(format!("connection closed in the middle of a frame ({} bytes)", deframer.buffered()));
+                        self.trace.note(format!(
+                            "connection closed in the middle of a frame ({} bytes)",
+                            deframer.buffered()
+                        ));
                     }
                     self.trace.note("the device closed the connection");
                     return Ok(Reply::Closed);
@@ -414,10 +451,11 @@ impl Link {
             Inner::Udp { socket, peer } => {
                 let mut buf = vec![0u8; 65_536];
                 loop {
-                    let (n, from) = match tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await {
-                        Err(_) => return Ok(Reply::Silence),
-                        Ok(r) => r?,
-                    };
+                    let (n, from) =
+                        match tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await {
+                            Err(_) => return Ok(Reply::Silence),
+                            Ok(r) => r?,
+                        };
                     if from != *peer {
                         self.trace.note(format!("ignored a datagram from {from}"));
                         continue;
@@ -438,7 +476,12 @@ impl Link {
                             }
                         }
                         Err(e) => {
-                            self.trace.record(Direction::Received, "wrapper", d, format!("bad datagram: {e}"));
+                            self.trace.record(
+                                Direction::Received,
+                                "wrapper",
+                                d,
+                                format!("bad datagram: {e}"),
+                            );
                             Err(LinkError::Garbled(e.to_string()))
                         }
                     };
@@ -457,13 +500,14 @@ impl Link {
                                 | ClientEvent::Connected(_)
                         ) || matches!(e, ClientEvent::FrameReceived(f)
                             // While a segmented request is under way, RR is flow control, not an answer.
-                            if !matches!(f.control, crate::wire::hdlc::Control::I { .. })
-                                && !(busy && matches!(f.control, crate::wire::hdlc::Control::Rr { .. })))
+                            if !(matches!(f.control, crate::wire::hdlc::Control::I { .. })
+                                || busy && matches!(f.control, crate::wire::hdlc::Control::Rr { .. })))
                     })
                     .await;
                 match ev {
                     Ok(ClientEvent::Apdu(a)) => {
-                        self.trace.record(Direction::Received, "apdu", &a, describe_apdu(&a));
+                        self.trace
+                            .record(Direction::Received, "apdu", &a, describe_apdu(&a));
                         Ok(Reply::Apdu(a))
                     }
                     Ok(ClientEvent::FrameReceived(f)) => Ok(Reply::Frame(f)),
@@ -478,7 +522,12 @@ impl Link {
     }
 
     /// Writes raw bytes onto the link (a hand-made frame); for UDP, one datagram.
-    pub async fn send_raw(&mut self, bytes: &[u8], layer: &'static str, decoded: String) -> Result<(), LinkError> {
+    pub async fn send_raw(
+        &mut self,
+        bytes: &[u8],
+        layer: &'static str,
+        decoded: String,
+    ) -> Result<(), LinkError> {
         if self.closed {
             return Err(LinkError::Closed);
         }
@@ -496,14 +545,20 @@ impl Link {
     }
 
     /// Writes raw bytes in several writes with a pause between them (one APDU split across TCP segments).
-    pub async fn send_raw_split(&mut self, bytes: &[u8], parts: usize, pause: Duration) -> Result<(), LinkError> {
+    pub async fn send_raw_split(
+        &mut self,
+        bytes: &[u8],
+        parts: usize,
+        pause: Duration,
+    ) -> Result<(), LinkError> {
         let parts = parts.clamp(1, bytes.len().max(1));
         let size = bytes.len().div_ceil(parts).max(1);
         for (i, chunk) in bytes.chunks(size).enumerate() {
             if i > 0 {
                 tokio::time::sleep(pause).await;
             }
-            self.send_raw(chunk, "wrapper", format!("part {} of {parts}", i + 1)).await?;
+            self.send_raw(chunk, "wrapper", format!("part {} of {parts}", i + 1))
+                .await?;
         }
         Ok(())
     }
@@ -513,7 +568,9 @@ impl Link {
             return Ok(());
         };
         while let Some(frame) = client.poll_transmit() {
-            let desc = FrameRepr::decode(&frame).map(|f| f.to_string()).unwrap_or_default();
+            let desc = FrameRepr::decode(&frame)
+                .map(|f| f.to_string())
+                .unwrap_or_default();
             self.trace.record(Direction::Sent, "hdlc", &frame, desc);
             stream.write_all(&frame).await?;
         }
@@ -522,7 +579,11 @@ impl Link {
     }
 
     /// Runs the HDLC client until `done` accepts an event or `wait` passes.
-    async fn drive_hdlc(&mut self, wait: Duration, done: impl Fn(&ClientEvent, bool) -> bool) -> Result<ClientEvent, LinkError> {
+    async fn drive_hdlc(
+        &mut self,
+        wait: Duration,
+        done: impl Fn(&ClientEvent, bool) -> bool,
+    ) -> Result<ClientEvent, LinkError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             self.flush_hdlc().await?;
@@ -532,12 +593,18 @@ impl Link {
             while let Some(ev) = client.poll_event() {
                 match &ev {
                     ClientEvent::FrameReceived(f) => {
-                        self.trace.record(Direction::Received, "hdlc", &f.encode(), f.to_string())
+                        self.trace
+                            .record(Direction::Received, "hdlc", &f.encode(), f.to_string())
                     }
-                    ClientEvent::InvalidFrame { bytes, error } => {
-                        self.trace.record(Direction::Received, "hdlc", bytes, format!("invalid frame: {error}"))
-                    }
-                    ClientEvent::Violation(v) => self.trace.note(format!("HDLC violation by the device: {v}")),
+                    ClientEvent::InvalidFrame { bytes, error } => self.trace.record(
+                        Direction::Received,
+                        "hdlc",
+                        bytes,
+                        format!("invalid frame: {error}"),
+                    ),
+                    ClientEvent::Violation(v) => self
+                        .trace
+                        .note(format!("HDLC violation by the device: {v}")),
                     _ => {}
                 }
                 if done(&ev, client.busy()) {

@@ -1,5 +1,5 @@
 //! Transports (tokio): the TCP and UDP wrapper, HDLC over TCP and serial, the
 //! IEC 62056-21 mode E handshake, and the target syntax.
 
-// pub mod link; (lands with the HDLC codec)
+pub mod link;
 pub mod target;

@@ -8,7 +8,9 @@
 
 pub mod apdu;
 pub mod axdr;
+pub mod hdlc;
 pub mod obis;
+pub mod wrapper;
 
 mod reader;
 mod security_control;
