@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
+pub mod client;
 pub mod profile;
 pub mod report;
 pub mod runner;

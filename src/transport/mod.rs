@@ -2,4 +2,6 @@
 //! IEC 62056-21 mode E handshake, and the target syntax.
 
 pub mod link;
+pub mod open;
+pub mod serial;
 pub mod target;

@@ -1,0 +1,170 @@
+//! Opening a link to a target: a TCP or UDP connection, a serial port, or an
+//! in-process connection to the built-in simulator. Settings come from the
+//! device profile, then the target's own overrides, then the caller's client.
+
+use std::time::Instant;
+
+use tokio::net::{TcpStream, UdpSocket};
+
+use crate::profile::DeviceProfile;
+use crate::sim::server::SimHandle;
+use crate::transport::link::{Link, LinkError, LinkKind, LinkSettings};
+use crate::transport::target::{Endpoint, TargetSpec};
+use crate::wire::hdlc::{Address, LinkParams};
+
+/// The link settings for `client` on `target` with `profile`.
+pub fn settings(target: &TargetSpec, profile: &DeviceProfile, client: u16) -> LinkSettings {
+    let logical = target.logical.unwrap_or(profile.hdlc.server_logical);
+    let physical = target.physical.unwrap_or(profile.hdlc.server_physical);
+    let server_address = match profile.hdlc.address_size {
+        Some(1) => Address::One(logical.min(0x7F) as u8),
+        Some(2) => Address::Two {
+            upper: logical.min(0x7F) as u8,
+            lower: physical.min(0x7F) as u8,
+        },
+        Some(4) => Address::Four {
+            upper: logical,
+            lower: physical,
+        },
+        _ => Address::server(logical, physical),
+    };
+    LinkSettings {
+        client,
+        server_wport: target.wport.unwrap_or(profile.server_wport),
+        server_address,
+        hdlc_proposal: Some(LinkParams {
+            max_info_tx: profile.hdlc.max_info_tx,
+            max_info_rx: profile.hdlc.max_info_rx,
+            window_tx: profile.hdlc.window,
+            window_rx: profile.hdlc.window,
+        }),
+        response_timeout: profile.timeouts.response,
+        max_payload: 65_535,
+    }
+}
+
+/// The kind of link a target gives (for the simulator, the kind asked for).
+pub fn native_kind(target: &TargetSpec) -> Option<LinkKind> {
+    match target.endpoint {
+        Endpoint::Sim { .. } => None,
+        Endpoint::TcpWrapper { .. } => Some(LinkKind::Wrapper),
+        Endpoint::UdpWrapper { .. } => Some(LinkKind::Udp),
+        Endpoint::HdlcTcp { .. } | Endpoint::Serial(_) => Some(LinkKind::Hdlc),
+    }
+}
+
+/// Opens a link to `target` for `client`. For the simulator, `kind` chooses the
+/// link; for other targets it must be the target's own kind (or `None`).
+/// Connecting is bounded by the profile's connect timeout.
+pub async fn open(
+    target: &TargetSpec,
+    profile: &DeviceProfile,
+    client: u16,
+    kind: Option<LinkKind>,
+    sim: Option<&SimHandle>,
+    start: Instant,
+) -> Result<Link, LinkError> {
+    let s = settings(target, profile, client);
+    if let (Some(want), Some(have)) = (kind, native_kind(target))
+        && want != have
+    {
+        return Err(LinkError::Usage(format!(
+            "target {target} gives a {} link, not {}",
+            have.feature(),
+            want.feature()
+        )));
+    }
+    let connect_timeout = profile.timeouts.connect;
+    let bounded = |what: String| {
+        LinkError::Connect(format!(
+            "{what}: no connection within {}",
+            humantime::format_duration(connect_timeout)
+        ))
+    };
+    match &target.endpoint {
+        Endpoint::Sim { .. } => {
+            let sim = sim.ok_or_else(|| LinkError::Usage("the simulator is not running".into()))?;
+            match kind.unwrap_or(LinkKind::Wrapper) {
+                LinkKind::Wrapper => Ok(Link::wrapper(
+                    sim.open_stream(false),
+                    s,
+                    "simulator (wrapper)".into(),
+                    start,
+                )),
+                LinkKind::Hdlc => Ok(Link::hdlc(
+                    sim.open_stream(true),
+                    s,
+                    "simulator (HDLC)".into(),
+                    start,
+                )),
+                LinkKind::Udp => {
+                    let peer = sim
+                        .udp_address()
+                        .await
+                        .map_err(|e| LinkError::Connect(e.to_string()))?;
+                    let socket = UdpSocket::bind("127.0.0.1:0")
+                        .await
+                        .map_err(|e| LinkError::Connect(e.to_string()))?;
+                    Ok(Link::udp(
+                        socket,
+                        peer,
+                        s,
+                        format!("simulator (UDP {peer})"),
+                        start,
+                    ))
+                }
+            }
+        }
+        Endpoint::TcpWrapper { host, port } | Endpoint::HdlcTcp { host, port } => {
+            let addr = format!("{host}:{port}");
+            let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(&addr))
+                .await
+                .map_err(|_| bounded(addr.clone()))?
+                .map_err(|e| LinkError::Connect(format!("{addr}: {e}")))?;
+            let _ = stream.set_nodelay(true);
+            if matches!(target.endpoint, Endpoint::HdlcTcp { .. }) {
+                Ok(Link::hdlc(
+                    Box::new(stream),
+                    s,
+                    format!("HDLC over TCP {addr}"),
+                    start,
+                ))
+            } else {
+                Ok(Link::wrapper(
+                    Box::new(stream),
+                    s,
+                    format!("wrapper over TCP {addr}"),
+                    start,
+                ))
+            }
+        }
+        Endpoint::UdpWrapper { host, port } => {
+            let addr = format!("{host}:{port}");
+            let peer = tokio::time::timeout(connect_timeout, tokio::net::lookup_host(&addr))
+                .await
+                .map_err(|_| bounded(addr.clone()))?
+                .map_err(|e| LinkError::Connect(format!("{addr}: {e}")))?
+                .next()
+                .ok_or_else(|| LinkError::Connect(format!("{addr}: no address")))?;
+            let local = if peer.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            };
+            let socket = UdpSocket::bind(local)
+                .await
+                .map_err(|e| LinkError::Connect(e.to_string()))?;
+            Ok(Link::udp(
+                socket,
+                peer,
+                s,
+                format!("wrapper over UDP {addr}"),
+                start,
+            ))
+        }
+        Endpoint::Serial(serial) => {
+            let stream = crate::transport::serial::open(serial, connect_timeout).await?;
+            Ok(Link::hdlc(stream, s, target.transport_description(), start))
+        }
+    }
+}
