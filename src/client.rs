@@ -55,6 +55,9 @@ pub struct Client {
     pub assoc: Option<Associated>,
     /// The last protected request sent, byte for byte (for replay steps).
     pub last_protected: Option<Vec<u8>>,
+    /// The next invocation counter of the last association that ended, so a
+    /// caller keeping counters sees what the release consumed.
+    pub ended_next_ic: Option<u32>,
 }
 
 impl Client {
@@ -63,6 +66,7 @@ impl Client {
             link,
             assoc: None,
             last_protected: None,
+            ended_next_ic: None,
         }
     }
 
@@ -254,8 +258,10 @@ impl Client {
         let rlrq = assoc.release_request(protected)?;
         let reply = self.link.request(&rlrq.encode()).await?;
         let apdu = Apdu::decode(&reply).map_err(SessionError::from)?;
-        if matches!(apdu, Apdu::Rlre(_)) {
-            self.assoc = None;
+        if matches!(apdu, Apdu::Rlre(_))
+            && let Some(a) = self.assoc.take()
+        {
+            self.ended_next_ic = a.cipher.map(|c| c.next_ic);
         }
         Ok(apdu)
     }

@@ -133,6 +133,13 @@ impl HdlcClient {
     pub fn dropped_bytes(&self) -> u64 {
         self.deframer.dropped_bytes()
     }
+    /// Records that an I-frame with N(S) = `send_seq` was sent by hand (bypassing
+    /// this state machine), so the next frame uses the following number.
+    pub fn note_raw_i_frame(&mut self, send_seq: u8) {
+        if send_seq == self.vs {
+            self.vs = inc(self.vs);
+        }
+    }
     /// Is a request or reply still under way?
     pub fn busy(&self) -> bool {
         self.outstanding.is_some() || !self.pending.is_empty()
@@ -294,6 +301,18 @@ impl HdlcClient {
                     send_seq, recv_seq, ..
                 },
             ) => {
+                if f.info.len() > self.params.max_info_rx as usize {
+                    self.events.push_back(ClientEvent::Violation(format!(
+                        "I-frame information field of {} bytes exceeds the negotiated maximum of {}",
+                        f.info.len(),
+                        self.params.max_info_rx
+                    )));
+                }
+                if self.outstanding.is_none() {
+                    self.events.push_back(ClientEvent::Violation(
+                        "I-frame sent without being polled (the window of 1 is exceeded)".into(),
+                    ));
+                }
                 self.outstanding = None;
                 if send_seq != self.vr {
                     self.events.push_back(ClientEvent::Violation(format!(

@@ -178,6 +178,8 @@ pub struct Link {
     closed: bool,
     /// Description of where this link goes, for messages.
     pub description: String,
+    /// Protocol violations by the device seen on this link, not yet taken.
+    violations: Vec<String>,
 }
 
 impl std::fmt::Debug for Link {
@@ -204,6 +206,7 @@ impl Link {
             trace: Trace::new(start),
             closed: false,
             description,
+            violations: Vec::new(),
         }
     }
 
@@ -221,6 +224,7 @@ impl Link {
             trace: Trace::new(start),
             closed: false,
             description,
+            violations: Vec::new(),
         }
     }
 
@@ -248,6 +252,7 @@ impl Link {
             trace: Trace::new(start),
             closed: false,
             description,
+            violations: Vec::new(),
         }
     }
 
@@ -266,6 +271,14 @@ impl Link {
     /// The HDLC client state machine, for hand-made frames.
     pub fn hdlc_client(&self) -> Option<&HdlcClient> {
         match &self.inner {
+            Inner::Hdlc { client, .. } => Some(client),
+            _ => None,
+        }
+    }
+
+    /// The HDLC client state machine, mutable (to record hand-made frames).
+    pub fn hdlc_client_mut(&mut self) -> Option<&mut HdlcClient> {
+        match &mut self.inner {
             Inner::Hdlc { client, .. } => Some(client),
             _ => None,
         }
@@ -602,9 +615,11 @@ impl Link {
                         bytes,
                         format!("invalid frame: {error}"),
                     ),
-                    ClientEvent::Violation(v) => self
-                        .trace
-                        .note(format!("HDLC violation by the device: {v}")),
+                    ClientEvent::Violation(v) => {
+                        self.trace
+                            .note(format!("HDLC violation by the device: {v}"));
+                        self.violations.push(v.clone());
+                    }
                     _ => {}
                 }
                 if done(&ev, client.busy()) {
@@ -630,6 +645,11 @@ impl Link {
                 }
             }
         }
+    }
+
+    /// Takes the protocol violations seen since the last call.
+    pub fn take_violations(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.violations)
     }
 
     /// Closes the connection (TCP shutdown); for HDLC, without DISC.
