@@ -48,7 +48,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run suites against a target (default: every suite in suites/ against the built-in simulator).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the cases of suites, with their tags.
     List(ListArgs),
     /// Check suite files (and a device profile) without running them.
@@ -177,7 +177,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run(a) => rt.block_on(cmd_run(a, color)),
+        Command::Run(a) => rt.block_on(cmd_run(*a, color)),
         Command::List(a) => cmd_list(a),
         Command::Validate(a) => cmd_validate(a),
         Command::Schema => {
