@@ -89,7 +89,26 @@ impl Client {
             self.last_protected = Some(wire.clone());
         }
         let reply = self.link.request(&wire).await?;
-        self.receive(&reply)
+        let r = self.receive(&reply)?;
+        // A protected request gets a protected response (an exception-response may come in clear).
+        if ciphered && r.protection.is_none() && !matches!(r.apdu, Apdu::ExceptionResponse(_)) {
+            return Err(ClientError::Protocol(format!(
+                "the response to a protected request is not protected: {}",
+                r.apdu
+            )));
+        }
+        // The response carries the request's invoke-id.
+        let sent = Apdu::decode(plain).ok().and_then(|a| a.invoke_id());
+        if let (Some(sent), Some(got)) = (sent, r.apdu.invoke_id())
+            && sent & 0x0F != got & 0x0F
+        {
+            return Err(ClientError::Protocol(format!(
+                "the response has invoke-id {} but the request had {}",
+                got & 0x0F,
+                sent & 0x0F
+            )));
+        }
+        Ok(r)
     }
 
     /// Decodes and unprotects a reply on the open association, recording the plain form.

@@ -329,7 +329,12 @@ pub const KNOWN_FEATURES: &[&str] = &[
     "clock",
     "counter-objects",
     "idis-p2",
+    "counter-wrap",
 ];
+
+/// Known features a profile has only when it says so: they change the device
+/// for good (`counter-wrap` uses a key up to invocation counter 0xFFFFFFFF).
+pub const OPT_IN_FEATURES: &[&str] = &["counter-wrap"];
 
 impl Default for DeviceProfile {
     fn default() -> Self {
@@ -349,7 +354,11 @@ impl Default for DeviceProfile {
                 ClientProfile::policy_test(),
                 ClientProfile::lls_reader(),
             ],
-            features: KNOWN_FEATURES.iter().map(|s| s.to_string()).collect(),
+            features: KNOWN_FEATURES
+                .iter()
+                .filter(|f| !OPT_IN_FEATURES.contains(f))
+                .map(|s| s.to_string())
+                .collect(),
             accepted_outcomes: BTreeMap::new(),
             counters_after_key_change: CounterPolicy::Either,
             state_file: None,

@@ -42,6 +42,8 @@ pub struct TargetState {
     pub strict: bool,
     /// Next invocation counter per client SAP, once known.
     pub counters: BTreeMap<u16, u32>,
+    /// The lowest counter acceptable from the meter per client, across associations.
+    pub server_guards: BTreeMap<u16, crate::security::ReplayGuard>,
     /// Counters kept between runs.
     pub store: crate::client::CounterStore,
     /// How the device is named in the counter store.
@@ -67,6 +69,7 @@ impl TargetState {
             sim,
             strict,
             counters: BTreeMap::new(),
+            server_guards: BTreeMap::new(),
             store,
             device_id,
         }
@@ -348,9 +351,15 @@ impl<'a> CaseRun<'a> {
 
     /// The client on `sap`, opening its link (and connecting HDLC) when needed.
     async fn client(&mut self, sap: u16) -> Result<&mut Client, StepError> {
+        self.ensure_link(sap, true).await
+    }
+
+    /// The client on `sap`; when its link must be opened, HDLC is connected
+    /// only with `connect` (a hand-made frame may be the first thing sent).
+    async fn ensure_link(&mut self, sap: u16, connect: bool) -> Result<&mut Client, StepError> {
         if !self.clients.contains_key(&sap) {
             let mut link = self.open_link(sap).await?;
-            if link.kind() == LinkKind::Hdlc
+            if connect && link.kind() == LinkKind::Hdlc
                 && let Err(e) = link.connect().await
             {
                 self.traffic.extend(link.trace.take());
@@ -466,6 +475,17 @@ impl<'a> CaseRun<'a> {
     /// Keeps the counter book in step with the open associations.
     fn sync_counters(&mut self) {
         for (sap, c) in &self.clients {
+            if let Some(ctx) = c.assoc.as_ref().and_then(|a| a.cipher.as_ref()) {
+                let g = self.t.server_guards.entry(*sap).or_default();
+                let newer = match (ctx.peer_guard.lowest_acceptable(), g.lowest_acceptable()) {
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                    (Some(a), Some(b)) => a > b,
+                };
+                if newer {
+                    *g = ctx.peer_guard.clone();
+                }
+            }
             let live = c
                 .assoc
                 .as_ref()
@@ -674,6 +694,7 @@ impl<'a> CaseRun<'a> {
                     Some(next),
                 ) = (observed, assoc_next_ic)
                     && *c != next
+                    && *c != u32::MAX
                 {
                     return Err(StepError::Fail {
                         message: format!(
@@ -1263,6 +1284,7 @@ impl<'a> CaseRun<'a> {
                 });
             }
         }
+        req.server_guard = self.t.server_guards.get(&sap).cloned();
         if req.protection.is_ciphered() && req.initiate_counter.is_none() {
             self.last_initiate_ic.insert(sap, ic);
         }
@@ -1412,7 +1434,7 @@ impl<'a> CaseRun<'a> {
         }
         if let Some(h) = &s.hdlc {
             let bytes = self.build_hdlc(sap, h).await?;
-            let c = self.client(sap).await?;
+            let c = self.ensure_link(sap, false).await?;
             if c.link.kind() != LinkKind::Hdlc {
                 return harness("send hdlc: the link is not HDLC");
             }
@@ -1505,7 +1527,7 @@ impl<'a> CaseRun<'a> {
 
     async fn build_hdlc(&mut self, sap: u16, h: &m::HdlcFrameSpec) -> Result<Vec<u8>, StepError> {
         let vars = self.vars.clone();
-        let c = self.client(sap).await?;
+        let c = self.ensure_link(sap, false).await?;
         let settings = c.link.settings().clone();
         let (vs, vr) = c.link.hdlc_client().map(|x| x.sequence()).unwrap_or((0, 0));
         let ns = h.send_seq.unwrap_or(vs) & 7;
@@ -1748,6 +1770,7 @@ impl<'a> CaseRun<'a> {
             }
             if reset_guard && keys.iter().any(|(id, _)| matches!(id, 0 | 2)) {
                 ctx.peer_guard = crate::security::ReplayGuard::new();
+                self.t.server_guards.remove(&sap);
             }
         }
         self.note(format!("client {sap} now uses the transferred key(s)"));
@@ -1768,6 +1791,11 @@ impl<'a> CaseRun<'a> {
             "ge" => ord != Less,
             "lt" => ord == Less,
             "le" => ord != Greater,
+            // `right` is a regular expression the whole of `left` must match.
+            "matches" => match regex::Regex::new(&format!("^(?:{r})$")) {
+                Ok(re) => re.is_match(&l),
+                Err(e) => return harness(format!("check: `{r}` is not a regular expression: {e}")),
+            },
             other => return harness(format!("unknown check operator `{other}`")),
         };
         if ok {
@@ -1795,7 +1823,14 @@ fn tamper(wire: &mut [u8], what: &str, ciphering: Ciphering) -> Result<(), Strin
     let n = wire.len();
     let at = match what {
         "tag" => n.checked_sub(1),
-        "ciphertext" => Some(header + 5),
+        // The second-to-last byte of the ciphertext (before a 12-byte tag): in a
+        // GET request that is the attribute id, so the APDU still decodes and
+        // only a tag check can tell.
+        "ciphertext" => {
+            let sc = wire.get(header).copied().unwrap_or(0);
+            let tag = if sc & SecurityControl::AUTHENTICATION != 0 { 12 } else { 0 };
+            n.checked_sub(tag + 2).filter(|i| *i >= header + 5)
+        }
         "security-control" => Some(header),
         "counter" => Some(header + 4),
         other => return Err(format!("unknown tamper target `{other}`")),
@@ -1871,7 +1906,9 @@ mod tests {
 
     #[test]
     fn tampering_changes_exactly_one_byte() {
-        let base = vec![0xC8, 0x1E, 0x30, 0, 0, 0, 1, 0xAA, 0xBB, 0xCC];
+        let mut base = vec![0xC8, 0x1E, 0x30, 0, 0, 0, 1];
+        base.extend_from_slice(&[0xAA; 13]); // ciphertext
+        base.extend_from_slice(&[0x55; 12]); // tag
         for t in ["tag", "ciphertext", "security-control", "counter"] {
             let mut w = base.clone();
             tamper(&mut w, t, Ciphering::ServiceSpecific).unwrap();

@@ -314,3 +314,54 @@ async fn run_one(
     let out = run.run(timeout, cancel, &mut on_step).await;
     (out.verdict, out.traffic)
 }
+
+/// Runs `cases` (indexes into `suites`; all when `None`) against a fresh
+/// built-in simulator with `quirks`, and returns each case's verdict. Used by the
+/// project's own tests (every shipped case, and the mutation matrix).
+pub async fn run_on_simulator(
+    suites: Arc<Vec<LoadedSuite>>,
+    only: Option<Vec<(usize, usize)>>,
+    quirks: crate::sim::Quirks,
+    profile: crate::profile::DeviceProfile,
+) -> Vec<(String, String, Verdict)> {
+    use crate::sim::server::SimHandle;
+    let spec: crate::transport::target::TargetSpec = "sim".parse().expect("`sim` is a valid target");
+    let sim = SimHandle::new(crate::sim::Meter::new(crate::sim::MeterConfig::default(), quirks));
+    let state = TargetState::new(spec, profile, Some(sim), false, crate::client::CounterStore::memory());
+    let info = TargetInfo {
+        name: "sim".into(),
+        profile: "built-in".into(),
+        transport: "built-in simulator".into(),
+        system_title: None,
+    };
+    let mut target = Target { state, info };
+    let picked = only.unwrap_or_else(|| selected(&suites, &Selection::default()));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (_cancel_tx, cancel) = watch::channel(false);
+    let summary = Mutex::new(Summary::default());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let overrides = VarOverrides::new();
+    let opts = RunOptions::default();
+    target = run_target(target, &suites, &picked, &overrides, &opts, &tx, &cancel, &summary, &stop).await;
+    drop(target);
+    drop(tx);
+    let mut out = Vec::new();
+    while let Some(ev) = rx.recv().await {
+        if let Event::CaseFinished { case, verdict, .. } = ev {
+            out.push((case.suite_id, case.case_id, verdict));
+        }
+    }
+    out
+}
+
+/// The device profile the project's own tests use against the simulator: the
+/// defaults, with timeouts short enough for an in-process meter.
+pub fn simulator_test_profile() -> crate::profile::DeviceProfile {
+    let mut p = crate::profile::DeviceProfile::default();
+    // Each of these runs has a fresh simulator, so the opt-in cases can run too.
+    p.features
+        .extend(crate::profile::OPT_IN_FEATURES.iter().map(|s| s.to_string()));
+    p.timeouts.response = Duration::from_millis(1500);
+    p.timeouts.silence = Duration::from_millis(150);
+    p
+}

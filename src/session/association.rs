@@ -7,7 +7,7 @@
 //! negative test can change any one of them.
 
 use crate::profile::{Ciphering, ClientProfile, Mechanism, Protection};
-use crate::security::{Key, SecurityControl, SystemTitle, hls_gmac, verify_hls_gmac};
+use crate::security::{Key, ReplayGuard, SecurityControl, SystemTitle, hls_gmac, verify_hls_gmac};
 use crate::session::cipher::{CipherContext, CipherError};
 use crate::wire::WireError;
 use crate::wire::apdu::{
@@ -64,6 +64,9 @@ pub struct AssociationRequest {
     pub initiate_counter: Option<u32>,
     /// Send a wrong f(StoC) in pass 3.
     pub wrong_challenge_reply: bool,
+    /// The lowest invocation counter acceptable from the meter (carried across
+    /// associations, so that a meter restarting its counter is caught).
+    pub server_guard: Option<ReplayGuard>,
 }
 
 impl AssociationRequest {
@@ -94,6 +97,7 @@ impl AssociationRequest {
             invocation_counter,
             initiate_counter: None,
             wrong_challenge_reply: false,
+            server_guard: None,
         }
     }
 
@@ -113,14 +117,18 @@ impl AssociationRequest {
             .authentication_key
             .clone()
             .ok_or(SessionError::MissingKey("authentication key"))?;
-        Ok(Some(CipherContext::new(
+        let mut ctx = CipherContext::new(
             self.system_title,
             ek,
             ak,
             self.protection,
             self.ciphering,
             self.invocation_counter,
-        )))
+        );
+        if let Some(g) = &self.server_guard {
+            ctx.peer_guard = g.clone();
+        }
+        Ok(Some(ctx))
     }
 
     /// The InitiateRequest this request proposes.

@@ -424,6 +424,10 @@ pub struct ServerLinkFaults {
     pub answer_in_ndm: bool,
     /// Send long responses in one frame, ignoring the negotiated maximum.
     pub no_segmentation: bool,
+    /// Answer FRMR to malformed frames and stray bytes instead of discarding them.
+    pub answer_malformed: bool,
+    /// Stay silent on an unknown control field instead of answering FRMR.
+    pub ignore_unknown_commands: bool,
 }
 
 /// Settings of the server side.
@@ -516,6 +520,7 @@ impl HdlcServer {
 
     /// Feeds received bytes.
     pub fn handle_bytes(&mut self, bytes: &[u8], now: Instant) {
+        let dropped_before = self.deframer.dropped_bytes();
         self.deframer.push(bytes);
         while let Some(ev) = self.deframer.next_event() {
             match ev {
@@ -533,12 +538,25 @@ impl HdlcServer {
                         self.handle_frame(f, now);
                         continue;
                     }
+                    if self.cfg.faults.answer_malformed {
+                        self.frmr_to_any(0x01);
+                        continue;
+                    }
                     // IEC 62056-46 / HDLC_FRAME_N7, N8: discarded silently.
                     self.events
                         .push_back(ServerEvent::Discarded(format!("{error}")));
                 }
             }
         }
+        if self.cfg.faults.answer_malformed && self.deframer.dropped_bytes() > dropped_before {
+            self.frmr_to_any(0x01);
+        }
+    }
+
+    /// FRMR to the connected client, or to the public client when none is.
+    fn frmr_to_any(&mut self, reason: u8) {
+        let to = self.client.unwrap_or(Address::client(0x10));
+        self.reply(to, Control::Frmr { poll_final: true }, vec![0, 0, reason], false);
     }
 
     fn handle_frame(&mut self, f: FrameRepr, now: Instant) {
@@ -553,7 +571,7 @@ impl HdlcServer {
             return;
         }
         // The source must be a one-byte client address.
-        if !matches!(f.src, Address::One(_)) {
+        if !matches!(f.src, Address::One(_)) && !self.cfg.faults.answer_any_address {
             self.events.push_back(ServerEvent::Discarded(format!(
                 "source address {} is not a one-byte client address",
                 f.src
@@ -734,6 +752,7 @@ impl HdlcServer {
                     false,
                 );
             }
+            Control::Unknown(_) if self.cfg.faults.ignore_unknown_commands => {}
             // HDLC_FRAME_N5: an unknown or unexpected command.
             _ => self.reply(
                 client,

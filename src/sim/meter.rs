@@ -277,6 +277,9 @@ impl Meter {
         };
         if matches!(id, 0 | 2) {
             st.previous_keys = Some((st.encryption_key.clone(), st.authentication_key.clone()));
+            // Invocation counters belong to a key: a new key starts a new count
+            // (dlms-facts.md 3.5 leaves this to the device; the profile says which).
+            st.client_guard = ReplayGuard::new();
         }
         match id {
             0 => st.encryption_key = key.clone(),
@@ -294,6 +297,9 @@ impl Meter {
                 0 => ctx.encryption_key = key,
                 2 => ctx.authentication_key = key,
                 _ => {}
+            }
+            if matches!(id, 0 | 2) {
+                ctx.peer_guard = ReplayGuard::new();
             }
         }
     }

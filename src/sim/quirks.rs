@@ -83,7 +83,9 @@ quirks! {
     IgnoresSecurityPolicy = "ignores-security-policy": "does not enforce a policy set with security_activate",
     // HDLC.
     AnswersBadFcs = "answers-bad-fcs": "processes HDLC frames whose HCS or FCS is wrong instead of discarding them",
-    AnswersOtherAddress = "answers-other-address": "answers HDLC frames addressed to another server address",
+    AnswersOtherAddress = "answers-other-address": "answers HDLC frames addressed to another server address or with a source address of more than one byte",
+    AnswersMalformedFrames = "answers-malformed-frames": "answers FRMR to malformed HDLC frames and stray bytes instead of discarding them silently",
+    IgnoresUnknownCommands = "ignores-unknown-commands": "stays silent on an HDLC frame with an unknown control field instead of answering FRMR",
     IgnoresSnrmParameters = "ignores-snrm-parameters": "ignores the SNRM parameters and uses its own maxima",
     AcceptsOversizedFrames = "accepts-oversized-frames": "accepts I-frames longer than the negotiated maximum information length",
     IgnoresSequenceNumbers = "ignores-sequence-numbers": "does not check N(S) and N(R) of received I-frames",
@@ -92,6 +94,7 @@ quirks! {
     // Wrapper.
     AcceptsWrongWrapperVersion = "accepts-wrong-wrapper-version": "accepts wrapper frames whose version is not 1",
     AnswersUnknownWport = "answers-unknown-wport": "answers wrapper frames addressed to an unknown wPort",
+    FramesBySegment = "frames-by-segment": "takes each TCP read as one wrapper frame instead of following the length field",
     // COSEM objects.
     WrongInvokeId = "wrong-invoke-id": "answers with a different invoke-id than the request's",
     SecuritySetupWrongTypes = "security-setup-wrong-types": "returns the security policy as an unsigned instead of an enum",

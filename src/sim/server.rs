@@ -97,33 +97,39 @@ pub async fn serve_wrapper<S: ByteStream>(
     meter: SharedMeter,
     mut stream: S,
 ) -> std::io::Result<()> {
-    let (wport, answer_unknown, any_version) = {
+    let (wport, answer_unknown, any_version, by_segment) = {
         let m = meter.lock();
         (
             m.config.wport,
             m.quirks.has(Quirk::AnswersUnknownWport),
             m.quirks.has(Quirk::AcceptsWrongWrapperVersion),
+            m.quirks.has(Quirk::FramesBySegment),
         )
     };
     let mut conn = meter.new_connection();
     let mut deframer = WrapperDeframer::new(65_535);
+    // Faulty framings keep their own buffer: frames with any version, or one frame per read.
+    let mut lax: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 8192];
     loop {
-        while let Some(frame) = deframer.next_frame() {
-            let f = match frame {
-                Ok(f) => f,
-                Err(crate::wire::wrapper::WrapperError::BadVersion(v)) if any_version => {
-                    // The quirk: read on as if the version were 1.
-                    meter.log(|| format!("wrapper version {v} accepted (quirk)"));
-                    deframer.reset();
-                    continue;
+        let mut frames = Vec::new();
+        if any_version {
+            while let Some(f) = take_any_version(&mut lax) {
+                frames.push(f);
+            }
+        } else if !by_segment {
+            while let Some(frame) = deframer.next_frame() {
+                match frame {
+                    Ok(f) => frames.push(f),
+                    Err(e) => {
+                        // The stream is out of step: drop the connection.
+                        meter.log(|| format!("closing a wrapper connection: {e}"));
+                        return Ok(());
+                    }
                 }
-                Err(e) => {
-                    // The stream is out of step: drop the connection.
-                    meter.log(|| format!("closing a wrapper connection: {e}"));
-                    return Ok(());
-                }
-            };
+            }
+        }
+        for f in frames {
             if f.destination != wport && !answer_unknown {
                 continue;
             }
@@ -137,8 +143,45 @@ pub async fn serve_wrapper<S: ByteStream>(
         if n == 0 {
             return Ok(());
         }
-        deframer.push(&buf[..n]);
+        let data = &buf[..n];
+        if by_segment {
+            // The quirk: one read is one frame, whatever the length field says.
+            if let (Some(h), Some(payload)) = (data.get(..8), data.get(8..)) {
+                lax = vec![h[0], h[1], h[2], h[3], h[4], h[5]];
+                lax.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+                lax.extend_from_slice(payload);
+                if let Some(f) = take_any_version(&mut lax) {
+                    if f.destination == wport || answer_unknown {
+                        if let Some(resp) = meter.handle(&mut conn, f.source, &f.payload) {
+                            let out = WrapperFrame::new(f.destination, f.source, resp).encode();
+                            stream.write_all(&out).await?;
+                            stream.flush().await?;
+                        }
+                    }
+                }
+                lax.clear();
+            }
+        } else if any_version {
+            lax.extend_from_slice(data);
+        } else {
+            deframer.push(data);
+        }
     }
+}
+
+/// Takes one wrapper frame from `buf` without checking its version (for the quirk).
+fn take_any_version(buf: &mut Vec<u8>) -> Option<WrapperFrame> {
+    let h = buf.get(..8)?;
+    let len = u16::from_be_bytes([h[6], h[7]]) as usize;
+    let payload = buf.get(8..8 + len)?.to_vec();
+    let f = WrapperFrame {
+        version: u16::from_be_bytes([h[0], h[1]]),
+        source: u16::from_be_bytes([h[2], h[3]]),
+        destination: u16::from_be_bytes([h[4], h[5]]),
+        payload,
+    };
+    buf.drain(..8 + len);
+    Some(f)
 }
 
 /// The HDLC faults a meter's quirks switch on.
@@ -152,6 +195,8 @@ pub fn hdlc_faults(meter: &Meter) -> ServerLinkFaults {
         ignore_sequence_numbers: q(Quirk::IgnoresSequenceNumbers),
         answer_in_ndm: q(Quirk::AnswersInNdm),
         no_segmentation: q(Quirk::NoSegmentation),
+        answer_malformed: q(Quirk::AnswersMalformedFrames),
+        ignore_unknown_commands: q(Quirk::IgnoresUnknownCommands),
     }
 }
 

@@ -144,7 +144,7 @@ pub const SECURITY_POLICIES: &[(&str, u8)] = &[
 ];
 
 /// Comparison operators for `check.op`.
-pub const CHECK_OPS: &[&str] = &["eq", "ne", "gt", "ge", "lt", "le"];
+pub const CHECK_OPS: &[&str] = &["eq", "ne", "gt", "ge", "lt", "le", "matches"];
 
 /// Names for `{result: ...}`: Data-Access-Result and Action-Result (IEC 62056-5-3), with codes.
 /// dlms-facts 2.5 confirms read-write-denied (3) and other-reason (250); the other codes are
