@@ -25,14 +25,26 @@ fn every_quirk_fails_the_cases_that_name_it() {
     for s in suites.iter() {
         for c in &s.suite.cases {
             for d in &c.detects {
-                let q: Quirk = d.parse().unwrap_or_else(|_| panic!("{}::{} names unknown quirk {d}", s.suite.suite, c.id));
-                named.entry(q.name()).or_default().push(format!("{}::{}", s.suite.suite, c.id));
+                let q: Quirk = d.parse().unwrap_or_else(|_| {
+                    panic!("{}::{} names unknown quirk {d}", s.suite.suite, c.id)
+                });
+                named
+                    .entry(q.name())
+                    .or_default()
+                    .push(format!("{}::{}", s.suite.suite, c.id));
             }
         }
     }
-    let unnamed: Vec<&str> = Quirk::ALL.iter().map(|q| q.name()).filter(|n| !named.contains_key(n)).collect();
+    let unnamed: Vec<&str> = Quirk::ALL
+        .iter()
+        .map(|q| q.name())
+        .filter(|n| !named.contains_key(n))
+        .collect();
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let results: Vec<(Quirk, Vec<(String, String, Verdict)>)> = rt.block_on(async {
         let mut handles = Vec::new();
         for q in Quirk::ALL {
@@ -41,7 +53,10 @@ fn every_quirk_fails_the_cases_that_name_it() {
             handles.push(tokio::spawn(async move {
                 let mut quirks = Quirks::none();
                 quirks.insert(q);
-                (q, run_on_simulator(suites, None, quirks, simulator_test_profile()).await)
+                (
+                    q,
+                    run_on_simulator(suites, None, quirks, simulator_test_profile()).await,
+                )
             }));
         }
         let mut out = Vec::new();
@@ -58,7 +73,12 @@ fn every_quirk_fails_the_cases_that_name_it() {
             .filter(|(_, _, v)| matches!(v, Verdict::Failed(_)))
             .map(|(s, c, _)| format!("{s}::{c}"))
             .collect();
-        println!("{:<36} fails {} case(s): {}", q.name(), failed.len(), failed.join(", "));
+        println!(
+            "{:<36} fails {} case(s): {}",
+            q.name(),
+            failed.len(),
+            failed.join(", ")
+        );
         for case in named.get(q.name()).into_iter().flatten() {
             if !failed.contains(case) {
                 let verdict = verdicts
@@ -66,12 +86,21 @@ fn every_quirk_fails_the_cases_that_name_it() {
                     .find(|(s, c, _)| format!("{s}::{c}") == *case)
                     .map(|(_, _, v)| format!("{v:?}"))
                     .unwrap_or_else(|| "did not run".into());
-                problems.push(format!("quirk `{}`: {case} names it but did not fail ({verdict})", q.name()));
+                problems.push(format!(
+                    "quirk `{}`: {case} names it but did not fail ({verdict})",
+                    q.name()
+                ));
             }
         }
     }
     for n in &unnamed {
-        problems.push(format!("quirk `{n}` is named by no case: add a case that detects it"));
+        problems.push(format!(
+            "quirk `{n}` is named by no case: add a case that detects it"
+        ));
     }
-    assert!(problems.is_empty(), "mutation matrix:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "mutation matrix:\n{}",
+        problems.join("\n")
+    );
 }

@@ -17,8 +17,14 @@ fn main() {
     let (suites, errors) = suite::load_paths(&[root], &ValidationContext::default());
     let mut trials = Vec::new();
     if !errors.is_empty() {
-        let text = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n\n");
-        trials.push(Trial::test("suites load without errors", move || Err(Failed::from(text))));
+        let text = errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        trials.push(Trial::test("suites load without errors", move || {
+            Err(Failed::from(text))
+        }));
     }
     let suites = Arc::new(suites);
     for (si, s) in suites.iter().enumerate() {
@@ -38,8 +44,12 @@ fn main() {
                 ));
                 match results.into_iter().next() {
                     Some((_, _, Verdict::Passed)) => Ok(()),
-                    Some((_, _, Verdict::Failed(d) | Verdict::Error(d))) => Err(Failed::from(d.detail)),
-                    Some((_, _, Verdict::Skipped(r))) => Err(Failed::from(format!("skipped against the default simulator: {r}"))),
+                    Some((_, _, Verdict::Failed(d) | Verdict::Error(d))) => {
+                        Err(Failed::from(d.detail))
+                    }
+                    Some((_, _, Verdict::Skipped(r))) => Err(Failed::from(format!(
+                        "skipped against the default simulator: {r}"
+                    ))),
                     None => Err(Failed::from("the case did not run")),
                 }
             }));

@@ -359,7 +359,8 @@ impl<'a> CaseRun<'a> {
     async fn ensure_link(&mut self, sap: u16, connect: bool) -> Result<&mut Client, StepError> {
         if !self.clients.contains_key(&sap) {
             let mut link = self.open_link(sap).await?;
-            if connect && link.kind() == LinkKind::Hdlc
+            if connect
+                && link.kind() == LinkKind::Hdlc
                 && let Err(e) = link.connect().await
             {
                 self.traffic.extend(link.trace.take());
@@ -1828,7 +1829,11 @@ fn tamper(wire: &mut [u8], what: &str, ciphering: Ciphering) -> Result<(), Strin
         // only a tag check can tell.
         "ciphertext" => {
             let sc = wire.get(header).copied().unwrap_or(0);
-            let tag = if sc & SecurityControl::AUTHENTICATION != 0 { 12 } else { 0 };
+            let tag = if sc & SecurityControl::AUTHENTICATION != 0 {
+                12
+            } else {
+                0
+            };
             n.checked_sub(tag + 2).filter(|i| *i >= header + 5)
         }
         "security-control" => Some(header),

@@ -325,9 +325,19 @@ pub async fn run_on_simulator(
     profile: crate::profile::DeviceProfile,
 ) -> Vec<(String, String, Verdict)> {
     use crate::sim::server::SimHandle;
-    let spec: crate::transport::target::TargetSpec = "sim".parse().expect("`sim` is a valid target");
-    let sim = SimHandle::new(crate::sim::Meter::new(crate::sim::MeterConfig::default(), quirks));
-    let state = TargetState::new(spec, profile, Some(sim), false, crate::client::CounterStore::memory());
+    let spec: crate::transport::target::TargetSpec =
+        "sim".parse().expect("`sim` is a valid target");
+    let sim = SimHandle::new(crate::sim::Meter::new(
+        crate::sim::MeterConfig::default(),
+        quirks,
+    ));
+    let state = TargetState::new(
+        spec,
+        profile,
+        Some(sim),
+        false,
+        crate::client::CounterStore::memory(),
+    );
     let info = TargetInfo {
         name: "sim".into(),
         profile: "built-in".into(),
@@ -342,7 +352,10 @@ pub async fn run_on_simulator(
     let stop = std::sync::atomic::AtomicBool::new(false);
     let overrides = VarOverrides::new();
     let opts = RunOptions::default();
-    target = run_target(target, &suites, &picked, &overrides, &opts, &tx, &cancel, &summary, &stop).await;
+    target = run_target(
+        target, &suites, &picked, &overrides, &opts, &tx, &cancel, &summary, &stop,
+    )
+    .await;
     drop(target);
     drop(tx);
     let mut out = Vec::new();
@@ -359,8 +372,11 @@ pub async fn run_on_simulator(
 pub fn simulator_test_profile() -> crate::profile::DeviceProfile {
     let mut p = crate::profile::DeviceProfile::default();
     // Each of these runs has a fresh simulator, so the opt-in cases can run too.
-    p.features
-        .extend(crate::profile::OPT_IN_FEATURES.iter().map(|s| s.to_string()));
+    p.features.extend(
+        crate::profile::OPT_IN_FEATURES
+            .iter()
+            .map(|s| s.to_string()),
+    );
     p.timeouts.response = Duration::from_millis(1500);
     p.timeouts.silence = Duration::from_millis(150);
     p

@@ -15,11 +15,18 @@ pub enum CounterCheck {
 }
 
 /// Tracks the lowest acceptable invocation counter for one key and direction.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayGuard {
     /// The lowest acceptable value; `None` once 0xFFFFFFFF has been accepted.
     lowest: Option<u32>,
     exhausted: bool,
+}
+
+impl Default for ReplayGuard {
+    /// A fresh guard (accepts any counter first), as [`ReplayGuard::new`].
+    fn default() -> Self {
+        ReplayGuard::new()
+    }
 }
 
 impl ReplayGuard {
@@ -108,6 +115,12 @@ mod tests {
         let mut g = ReplayGuard::starting_at(10);
         assert!(matches!(g.check(9), CounterCheck::Replayed { .. }));
         assert_eq!(g.check(10), CounterCheck::Accepted);
+    }
+
+    #[test]
+    fn default_is_fresh_not_exhausted() {
+        assert_eq!(ReplayGuard::default(), ReplayGuard::new());
+        assert_eq!(ReplayGuard::default().check(0), CounterCheck::Accepted);
     }
 
     #[test]

@@ -556,7 +556,12 @@ impl HdlcServer {
     /// FRMR to the connected client, or to the public client when none is.
     fn frmr_to_any(&mut self, reason: u8) {
         let to = self.client.unwrap_or(Address::client(0x10));
-        self.reply(to, Control::Frmr { poll_final: true }, vec![0, 0, reason], false);
+        self.reply(
+            to,
+            Control::Frmr { poll_final: true },
+            vec![0, 0, reason],
+            false,
+        );
     }
 
     fn handle_frame(&mut self, f: FrameRepr, now: Instant) {
