@@ -77,7 +77,7 @@ impl TargetState {
 
     /// The link kind a case needing `requires` gets on this target, or why it cannot run.
     pub fn link_kind_for(&self, requires: &[String]) -> Result<LinkKind, String> {
-        let wanted = [LinkKind::Hdlc, LinkKind::Udp]
+        let wanted = [LinkKind::Hdlc, LinkKind::Udp, LinkKind::Wrapper]
             .into_iter()
             .find(|k| requires.iter().any(|r| r == k.feature()));
         match (open::native_kind(&self.spec), wanted) {
@@ -1249,17 +1249,24 @@ impl<'a> CaseRun<'a> {
         }
         let mut skip_pass3 = false;
         if let Some(w) = &a.wrong {
-            if let Some(k) = &w.encryption_key {
-                req.encryption_key = Some(
+            let original = self.t.original.client(sap).cloned();
+            let pick = |k: &str, which: &str, orig: Option<Key>| -> Result<Key, StepError> {
+                if k == "original" {
+                    orig.ok_or_else(|| {
+                        StepError::Harness(format!("the profile has no original {which} key"))
+                    })
+                } else {
                     k.parse()
-                        .map_err(|e| StepError::Harness(format!("wrong.encryption-key: {e}")))?,
-                );
+                        .map_err(|e| StepError::Harness(format!("wrong.{which}-key: {e}")))
+                }
+            };
+            if let Some(k) = &w.encryption_key {
+                let orig = original.as_ref().and_then(|c| c.encryption_key.clone());
+                req.encryption_key = Some(pick(k, "encryption", orig)?);
             }
             if let Some(k) = &w.authentication_key {
-                req.authentication_key =
-                    Some(k.parse().map_err(|e| {
-                        StepError::Harness(format!("wrong.authentication-key: {e}"))
-                    })?);
+                let orig = original.as_ref().and_then(|c| c.authentication_key.clone());
+                req.authentication_key = Some(pick(k, "authentication", orig)?);
             }
             if let Some(t) = &w.system_title {
                 req.calling_ap_title = Some(parse_hex(t, "wrong.system-title")?);
@@ -1631,6 +1638,7 @@ impl<'a> CaseRun<'a> {
         // A correct hand-made I-frame moves the link's send sequence on.
         if kind == "i"
             && h.send_seq.is_none()
+            && h.recv_seq.is_none()
             && h.hcs.is_none()
             && h.fcs.is_none()
             && h.length.is_none()

@@ -730,8 +730,10 @@ impl HdlcServer {
             Control::Rr { recv_seq, .. } => {
                 if !self.pending.is_empty() && recv_seq == self.vs {
                     self.send_next_segment(client);
-                } else if let Some(last) = self.last_sent.clone() {
-                    // The client lost our reply: repeat it.
+                } else if let Some(last) = self.last_sent.clone().filter(|b| {
+                    FrameRepr::decode(b).is_ok_and(|f| matches!(f.control, Control::I { .. }))
+                }) {
+                    // The client lost our last I-frame: repeat it.
                     self.transmit.push_back(last);
                 } else {
                     self.reply(

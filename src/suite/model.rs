@@ -142,7 +142,11 @@ pub enum Step {
     Listen(ListenStep),
 }
 
-/// `connect:`
+/// The variables a `connect` step sets: the negotiated HDLC parameters as the
+/// client sees them (tx = toward the meter).
+pub const CONNECT_SAVES: &[&str] = &["max_info_tx", "max_info_rx", "window_tx", "window_rx"];
+
+/// `connect:` (sets the variables in [`CONNECT_SAVES`]).
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ConnectStep {
@@ -236,10 +240,11 @@ pub enum Conformance {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AssociateFaults {
-    /// Protect with this encryption key instead of the right one (hex).
+    /// Protect with this encryption key instead of the right one (hex), or
+    /// `original`: the device profile's key as loaded (the old one after a key transfer).
     #[serde(default)]
     pub encryption_key: Option<String>,
-    /// Use this authentication key instead of the right one (hex).
+    /// Use this authentication key instead of the right one (hex), or `original`.
     #[serde(default)]
     pub authentication_key: Option<String>,
     /// Send this client system title in the calling AP title (hex) while protecting with the real one.

@@ -465,6 +465,10 @@ impl Validator<'_> {
             Step::Connect(c) => {
                 self.u16_tpl(&p("connect", &["client"]), &c.client, saved);
                 self.expect(&p("connect", &[]), &c.expect, saved);
+                // A connect step saves the negotiated HDLC parameters.
+                for name in super::model::CONNECT_SAVES {
+                    saved.insert((*name).to_owned());
+                }
             }
             Step::Disconnect(d) => self.expect(&p("disconnect", &[]), &d.expect, saved),
             Step::Associate(a) => self.associate(&p("associate", &[]), a, saved),
@@ -599,10 +603,11 @@ impl Validator<'_> {
         }
         if let Some(w) = &a.wrong {
             let g = |n: &str| at(base, &[k("wrong"), k(n)]);
-            if let Some(x) = &w.encryption_key {
+            // `original`: the device profile's key as loaded (the old key after a key transfer).
+            if let Some(x) = w.encryption_key.as_ref().filter(|x| *x != "original") {
                 self.hex(&g("encryption-key"), "encryption-key", x);
             }
-            if let Some(x) = &w.authentication_key {
+            if let Some(x) = w.authentication_key.as_ref().filter(|x| *x != "original") {
                 self.hex(&g("authentication-key"), "authentication-key", x);
             }
             if let Some(x) = &w.system_title {
