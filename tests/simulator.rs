@@ -267,6 +267,11 @@ async fn a_fleet_of_three_accepts_only_each_meters_own_keys() {
         assert!(keys.contains_key(&format!("{name}/client-2/master-key")));
         assert!(!keys.contains_key(&format!("{name}/client-16/encryption-key")));
     }
+    assert!(
+        sim.logged("meter 2: listening on 127.0.0.1:"),
+        "{}",
+        sim.log_text()
+    );
     let titles: std::collections::BTreeSet<_> =
         sim.meters.iter().map(|m| m.system_title.0).collect();
     assert_eq!(titles.len(), 3);
@@ -287,6 +292,11 @@ async fn a_fleet_of_three_accepts_only_each_meters_own_keys() {
             }
         }
     }
+    assert!(
+        sim.logged(&format!("meter 1 ({}): client 1: associated", sim.addr(1))),
+        "{}",
+        sim.log_text()
+    );
     // The Green Book example keys open none of them.
     let mut c = connect(SimTransport::Wrapper, sim.addr(0), 1).await;
     assert!(matches!(
@@ -352,9 +362,15 @@ async fn memory_survives_reconnects_and_with_a_state_file_restarts() {
         ActionResult::Success
     );
     drop(c);
-    // The saver writes within its 200 ms window.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let saved = std::fs::read_to_string(&state).unwrap();
+    // The saver writes the change soon after (coalesced to one write per 200 ms).
+    let mut saved = String::new();
+    for _ in 0..100 {
+        saved = std::fs::read_to_string(&state).unwrap_or_default();
+        if saved.contains("00112233445566778899AABBCCDDEEFF") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         saved.contains("00112233445566778899AABBCCDDEEFF"),
         "{saved}"
@@ -588,5 +604,71 @@ async fn the_strict_v1_profile_serves_its_own_identity_and_keys() {
         associate(&mut c, &ClientProfile::management(), 2).await,
         AssociateOutcome::Refused(_)
     ));
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn serves_hdlc_on_a_serial_port_after_a_mode_e_sign_on() {
+    use tokio_serial::SerialPort;
+    // A pseudo terminal stands in for the optical probe's serial line.
+    let Ok((mut probe, line)) = tokio_serial::SerialStream::pair() else {
+        eprintln!("no pseudo terminals here: skipped");
+        return;
+    };
+    let path = line.name().expect("the pty's path");
+    let sim = Running::start(SimulatorOptions {
+        serial: Some(path.clone()),
+        mode_e: true,
+        serial_baud: 9600,
+        ..SimulatorOptions::default()
+    })
+    .await;
+    assert!(
+        sim.logged(&format!(
+            "listening on {path} (HDLC after IEC 62056-21 mode E)"
+        )),
+        "{}",
+        sim.log_text()
+    );
+    let baud = idis_harness::transport::serial::mode_e_handshake(&mut probe)
+        .await
+        .unwrap();
+    assert_eq!(baud, 9600);
+    // The meter switches to the acknowledged rate after the acknowledgement.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let target: TargetSpec = format!("serial://{path}").parse().unwrap();
+    let settings = idis_harness::transport::open::settings(&target, &DeviceProfile::default(), 16);
+    let link = idis_harness::transport::link::Link::hdlc(
+        Box::new(probe),
+        settings,
+        "pty".into(),
+        Instant::now(),
+    );
+    let mut c = Client::new(link);
+    c.link.connect().await.unwrap();
+    associate(&mut c, &ClientProfile::public(), 0).await;
+    assert_eq!(read_ldn(&mut c).await, b"MMM0000012345678");
+    assert!(sim.logged("mode E sign-on, now HDLC at 9600 baud"));
+    drop(line);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn a_large_fleet_logs_one_summary_line() {
+    let sim = Running::start(SimulatorOptions {
+        meters: 11,
+        seed: 3,
+        ..local(SimTransport::Udp)
+    })
+    .await;
+    let text = sim.log_text();
+    assert!(
+        text.contains("11 meters listening on 127.0.0.1 (ports chosen by the system) (udp)"),
+        "{text}"
+    );
+    assert_eq!(text.matches("listening on").count(), 1, "{text}");
+    let mut c = connect(SimTransport::Udp, sim.addr(10), 16).await;
+    associate(&mut c, &ClientProfile::public(), 0).await;
+    assert_eq!(read_ldn(&mut c).await, b"MMM0000000000010");
     sim.stop().await;
 }
