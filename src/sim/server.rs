@@ -26,6 +26,8 @@ pub struct SharedMeter {
     connections: Arc<AtomicU64>,
     /// Called with one line per association event, when set.
     log: Option<Arc<dyn Fn(String) + Send + Sync>>,
+    /// Called after a request that changed the meter's memory ([`crate::sim::meter::MeterState`]), when set.
+    on_change: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for SharedMeter {
@@ -49,7 +51,15 @@ impl SharedMeter {
             meter: Arc::new(Mutex::new(meter)),
             connections: Arc::new(AtomicU64::new(0)),
             log: None,
+            on_change: None,
         }
+    }
+
+    /// Calls `f` after each request that changed the meter's memory (keys,
+    /// policies, counters, clock offset), e.g. to save it.
+    pub fn with_on_change(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_change = Some(Arc::new(f));
+        self
     }
 
     /// Logs association events through `f`.
@@ -78,9 +88,14 @@ impl SharedMeter {
     fn handle(&self, conn: &mut Connection, client: u16, request: &[u8]) -> Option<Vec<u8>> {
         let before = conn.associated_client();
         let mut m = self.lock();
+        let state_before = self.on_change.as_ref().map(|_| m.state.clone());
         let r = m.handle(conn, client, request, now_unix());
         m.after_response(conn);
+        let changed = state_before.is_some_and(|b| b != m.state);
         drop(m);
+        if changed && let Some(f) = &self.on_change {
+            f();
+        }
         let after = conn.associated_client();
         if before != after {
             self.log(|| match after {
@@ -261,7 +276,9 @@ pub async fn serve_hdlc<S: ByteStream>(meter: SharedMeter, mut stream: S) -> std
     }
 }
 
-/// Serves the wrapper over UDP until the socket fails. One connection state per peer address.
+/// Serves the wrapper over UDP until the socket fails. One connection state per
+/// peer address. A datagram that cannot be sent is lost, as UDP allows; an ICMP
+/// error reported on receive does not stop the meter.
 pub async fn serve_udp(meter: SharedMeter, socket: UdpSocket) -> std::io::Result<()> {
     let (wport, answer_unknown) = {
         let m = meter.lock();
@@ -270,7 +287,18 @@ pub async fn serve_udp(meter: SharedMeter, socket: UdpSocket) -> std::io::Result
     let mut peers: HashMap<SocketAddr, Connection> = HashMap::new();
     let mut buf = vec![0u8; 65_536];
     loop {
-        let (n, from) = socket.recv_from(&mut buf).await?;
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let Ok(f) = WrapperFrame::decode_datagram(&buf[..n]) else {
             continue;
         };
@@ -283,7 +311,9 @@ pub async fn serve_udp(meter: SharedMeter, socket: UdpSocket) -> std::io::Result
         let conn = peers.entry(from).or_insert_with(|| meter.new_connection());
         if let Some(resp) = meter.handle(conn, f.source, &f.payload) {
             let out = WrapperFrame::new(f.destination, f.source, resp).encode();
-            socket.send_to(&out, from).await?;
+            if let Err(e) = socket.send_to(&out, from).await {
+                meter.log(|| format!("UDP reply to {from} lost: {e}"));
+            }
         }
     }
 }
