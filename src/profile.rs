@@ -8,8 +8,9 @@
 //! box: client 16 public without security; client 1 HLS-GMAC, authenticated and
 //! encrypted, EK 000102..0F, AK D0..DF, KEK 000102..0F, client system title
 //! 4D4D4D0000000001; server logical address 1, physical address 17 on HDLC.
-//! Clients 2 (HLS-GMAC, policy starting at 0) and 3 (LLS, password 12345678)
-//! match the built-in simulator's extra clients.
+//! Clients 2 (HLS-GMAC, policy starting at 0), 3 (LLS, password 12345678) and
+//! 4 (HLS-GMAC, spare for cases that use up a key) match the built-in
+//! simulator's extra clients.
 //!
 //! Keys come from hex in the profile, an environment variable, or an entry of a
 //! key file, and never appear in errors, logs or reports.
@@ -218,6 +219,18 @@ impl ClientProfile {
         }
     }
 
+    /// Client 4 of the simulator: HLS-GMAC like the management client, with its
+    /// own security setup (0-0:43.0.4.255), for cases that use up its key.
+    pub fn spare() -> Self {
+        ClientProfile {
+            sap: 4,
+            name: "spare (destructive tests)".into(),
+            security_setup: Obis::new(0, 0, 43, 0, 4, 255),
+            counter_object: Obis::new(0, 0, 43, 1, 4, 255),
+            ..ClientProfile::management()
+        }
+    }
+
     /// Client 3 of the simulator: LLS with the password `12345678`, no ciphering.
     pub fn lls_reader() -> Self {
         ClientProfile {
@@ -353,6 +366,7 @@ impl Default for DeviceProfile {
                 ClientProfile::management(),
                 ClientProfile::policy_test(),
                 ClientProfile::lls_reader(),
+                ClientProfile::spare(),
             ],
             features: KNOWN_FEATURES
                 .iter()
