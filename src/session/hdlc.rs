@@ -68,6 +68,9 @@ pub enum ClientEvent {
     FrameRejected(Vec<u8>),
     /// The server broke the protocol (wrong N(S), missing LLC, unexpected frame).
     Violation(String),
+    /// A frame that is no answer to what is outstanding and was ignored (a repeat
+    /// of the last I-frame, as after a retransmission that crossed the reply).
+    Discarded(String),
     /// No reply after all retransmissions.
     Timeout(&'static str),
 }
@@ -94,6 +97,8 @@ pub struct HdlcClient {
     /// The last command frame sent and waiting for a reply, with when and how often.
     outstanding: Option<(FrameRepr, Instant, u8)>,
     reassembly: Vec<u8>,
+    /// An I-frame was received since the SNRM (so V(R) - 1 names a real frame).
+    received_i: bool,
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<ClientEvent>,
 }
@@ -110,6 +115,7 @@ impl HdlcClient {
             pending: VecDeque::new(),
             outstanding: None,
             reassembly: Vec::new(),
+            received_i: false,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -140,6 +146,27 @@ impl HdlcClient {
             self.vs = inc(self.vs);
         }
     }
+    /// Bytes the deframer holds while waiting for the rest of a frame.
+    pub fn buffered(&self) -> usize {
+        self.deframer.buffered()
+    }
+    /// The next event, left in the queue.
+    pub fn peek_event(&self) -> Option<&ClientEvent> {
+        self.events.front()
+    }
+    /// Gives up the exchange under way (the caller stopped waiting): nothing is
+    /// outstanding or pending any more, and a half-open or half-closed link is
+    /// taken as down. Sequence numbers are kept.
+    pub fn abandon(&mut self) {
+        self.outstanding = None;
+        self.pending.clear();
+        if matches!(
+            self.state,
+            ClientState::Connecting | ClientState::Disconnecting
+        ) {
+            self.state = ClientState::Disconnected;
+        }
+    }
     /// Is a request or reply still under way?
     pub fn busy(&self) -> bool {
         self.outstanding.is_some() || !self.pending.is_empty()
@@ -167,6 +194,7 @@ impl HdlcClient {
         self.state = ClientState::Connecting;
         self.vs = 0;
         self.vr = 0;
+        self.received_i = false;
         self.pending.clear();
         self.reassembly.clear();
         self.send_command(f, now);
@@ -284,6 +312,21 @@ impl HdlcClient {
             }
             (ClientState::Connected, Control::Rr { recv_seq, .. }) => {
                 // The server acknowledges a segment and asks for the next.
+                let last_sent = (self.vs + 7) & 7;
+                if recv_seq == last_sent
+                    && matches!(
+                        self.outstanding,
+                        Some((FrameRepr { control: Control::I { send_seq, .. }, .. }, _, _))
+                            if send_seq == last_sent
+                    )
+                {
+                    // Our last I-frame is not acknowledged (a stale RR, or the server
+                    // missed it): keep it outstanding, to be sent again on timeout.
+                    self.events.push_back(ClientEvent::Discarded(format!(
+                        "RR with N(R)={recv_seq} does not acknowledge I-frame N(S)={last_sent}"
+                    )));
+                    return;
+                }
                 if recv_seq != self.vs {
                     self.events.push_back(ClientEvent::Violation(format!(
                         "RR with N(R)={recv_seq}, expected {}",
@@ -301,6 +344,13 @@ impl HdlcClient {
                     send_seq, recv_seq, ..
                 },
             ) => {
+                // An I-frame out of sequence answers nothing: what is outstanding stays so.
+                if self.received_i && send_seq == (self.vr + 7) & 7 {
+                    self.events.push_back(ClientEvent::Discarded(format!(
+                        "repeated I-frame N(S)={send_seq} (already received)"
+                    )));
+                    return;
+                }
                 if f.info.len() > self.params.max_info_rx as usize {
                     self.events.push_back(ClientEvent::Violation(format!(
                         "I-frame information field of {} bytes exceeds the negotiated maximum of {}",
@@ -313,7 +363,6 @@ impl HdlcClient {
                         "I-frame sent without being polled (the window of 1 is exceeded)".into(),
                     ));
                 }
-                self.outstanding = None;
                 if send_seq != self.vr {
                     self.events.push_back(ClientEvent::Violation(format!(
                         "I-frame with N(S)={send_seq}, expected {}",
@@ -321,6 +370,7 @@ impl HdlcClient {
                     )));
                     return;
                 }
+                self.outstanding = None;
                 if recv_seq != self.vs {
                     self.events.push_back(ClientEvent::Violation(format!(
                         "I-frame with N(R)={recv_seq}, expected {}",
@@ -328,6 +378,7 @@ impl HdlcClient {
                     )));
                 }
                 self.vr = inc(self.vr);
+                self.received_i = true;
                 self.pending.clear();
                 self.reassembly.extend_from_slice(&f.info);
                 if f.segmented {
@@ -989,6 +1040,84 @@ mod tests {
         assert_eq!(
             events(&mut c),
             vec![ClientEvent::Timeout("no reply to SNRM")]
+        );
+    }
+
+    /// Connects `c` to `s` and drops the connection events.
+    fn connected(c: &mut HdlcClient, s: &mut HdlcServer, now: Instant) {
+        c.connect(now);
+        pump(c, s, now);
+        events(c);
+    }
+
+    #[test]
+    fn accepts_a_repeated_reply_without_dropping_the_request_under_way() {
+        let (mut c, mut s) = pair(128, 128);
+        let now = Instant::now();
+        connected(&mut c, &mut s, now);
+        c.send_apdu(&[1, 2, 3], now).unwrap();
+        s.handle_bytes(&c.poll_transmit().unwrap(), now);
+        s.send_apdu(&[9]).unwrap();
+        let reply = s.poll_transmit().unwrap();
+        c.handle_bytes(&reply, now);
+        assert_eq!(events(&mut c), vec![ClientEvent::Apdu(vec![9])]);
+        // The next request is under way when the reply comes again (a late
+        // repeat after a crossed retransmission): it is no answer to it.
+        c.send_apdu(&[4], now).unwrap();
+        let request = c.poll_transmit().unwrap();
+        c.handle_bytes(&reply, now);
+        assert!(
+            matches!(events(&mut c).as_slice(), [ClientEvent::Discarded(d)] if d.contains("repeated")),
+        );
+        assert!(c.busy());
+        // The request is still sent again when its answer does not come.
+        c.handle_timeout(c.poll_timeout().unwrap());
+        assert_eq!(c.poll_transmit(), Some(request));
+    }
+
+    #[test]
+    fn rejects_a_stale_rr_as_the_acknowledgement_of_the_last_segment() {
+        // The client sends at most 40 bytes per frame: 63 bytes go in two segments.
+        let (mut c, mut s) = pair(40, 128);
+        let now = Instant::now();
+        connected(&mut c, &mut s, now);
+        c.send_apdu(&[0x55; 60], now).unwrap();
+        s.handle_bytes(&c.poll_transmit().unwrap(), now);
+        let rr = s.poll_transmit().unwrap();
+        c.handle_bytes(&rr, now);
+        let last = c.poll_transmit().expect("the RR asks for the last segment");
+        events(&mut c);
+        // The same RR again (repeated by the server): it acknowledges the
+        // first segment only, so the last one stays outstanding.
+        c.handle_bytes(&rr, now);
+        assert!(
+            matches!(events(&mut c).as_slice(), [ClientEvent::Discarded(d)] if d.contains("does not acknowledge")),
+        );
+        assert_eq!(c.poll_transmit(), None);
+        assert!(c.busy());
+        c.handle_timeout(c.poll_timeout().unwrap());
+        assert_eq!(c.poll_transmit(), Some(last));
+    }
+
+    #[test]
+    fn abandon_ends_the_exchange_under_way() {
+        let (mut c, mut s) = pair(128, 128);
+        let now = Instant::now();
+        connected(&mut c, &mut s, now);
+        c.send_apdu(&[1], now).unwrap();
+        assert!(c.busy());
+        assert!(c.send_apdu(&[2], now).is_err());
+        c.abandon();
+        assert!(!c.busy() && c.poll_timeout().is_none());
+        c.send_apdu(&[2], now).unwrap();
+        // An SNRM without an answer, given up: the link is down, not half-open.
+        c.connect(now);
+        c.abandon();
+        assert!(!c.is_connected());
+        assert!(
+            c.send_apdu(&[3], now)
+                .unwrap_err()
+                .contains("not connected")
         );
     }
 

@@ -116,7 +116,14 @@ impl Default for MeterConfig {
         let mut lls = SimClient::new(3, "reader (LLS)", Mechanism::Lls, false, 3, 0);
         lls.password = Some(b"12345678".to_vec());
         // A spare client for cases that use up its key (counter wrap).
-        let spare = SimClient::new(4, "spare (destructive tests)", Mechanism::HlsGmac, true, 4, 3);
+        let spare = SimClient::new(
+            4,
+            "spare (destructive tests)",
+            Mechanism::HlsGmac,
+            true,
+            4,
+            3,
+        );
         MeterConfig {
             name: "idis-harness simulated IDIS P2 meter".into(),
             logical_device_name: b"MMM0000012345678".to_vec(),

@@ -11,8 +11,8 @@ use tokio::net::UdpSocket;
 use crate::runner::event::{Direction, TrafficRecord};
 use crate::session::hdlc::{ClientConfig, ClientEvent, HdlcClient};
 use crate::wire::apdu::Apdu;
-use crate::wire::hdlc::{Address, FrameRepr, LinkParams};
-use crate::wire::wrapper::{WrapperDeframer, WrapperFrame};
+use crate::wire::hdlc::{Address, Control, FLAG, FrameRepr, LinkParams, MAX_FRAME_LEN};
+use crate::wire::wrapper::{HEADER_LEN, WrapperDeframer, WrapperFrame};
 
 /// Any byte stream a link can run over.
 pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -32,7 +32,8 @@ pub enum LinkError {
     Connect(String),
     #[error("I/O error: {0}")]
     Io(String),
-    #[error("the device sent a frame that does not decode: {0}")]
+    /// The device sent something, but nothing valid: the text says what.
+    #[error("{0}")]
     Garbled(String),
     #[error("HDLC: {0}")]
     Hdlc(String),
@@ -138,6 +139,139 @@ pub fn describe_apdu(bytes: &[u8]) -> String {
     }
 }
 
+/// Records of unusual traffic (invalid frames, noise, frames for someone else)
+/// kept in the trace per wait; the rest is only counted, so that a device
+/// flooding the line cannot grow the trace without bound.
+const TRACE_QUOTA: usize = 16;
+/// Bytes of an invalid frame or of noise shown in one trace record.
+const SHOW: usize = 256;
+/// Received HDLC bytes remembered, to show the incomplete frame the deframer
+/// holds (it holds at most about two maximum frames).
+const TAIL_KEEP: usize = 3 * MAX_FRAME_LEN;
+
+/// What arrived during one wait that was no valid answer: named in the error
+/// when the wait ends without one.
+#[derive(Debug, Clone, Default)]
+struct Heard {
+    invalid: usize,
+    first_invalid: Option<String>,
+    noise: u64,
+    foreign: usize,
+    first_foreign: Option<String>,
+    incomplete: usize,
+    quota: usize,
+    unrecorded: usize,
+}
+
+impl Heard {
+    fn new() -> Self {
+        Heard {
+            quota: TRACE_QUOTA,
+            ..Heard::default()
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.invalid == 0 && self.noise == 0 && self.foreign == 0 && self.incomplete == 0
+    }
+
+    /// Takes a place in the trace; false once this wait's quota is spent.
+    fn slot(&mut self) -> bool {
+        if self.quota > 0 {
+            self.quota -= 1;
+            true
+        } else {
+            self.unrecorded = self.unrecorded.saturating_add(1);
+            false
+        }
+    }
+
+    fn invalid(&mut self, what: String) {
+        self.invalid = self.invalid.saturating_add(1);
+        self.first_invalid.get_or_insert(what);
+    }
+
+    fn foreign(&mut self, what: String) {
+        self.foreign = self.foreign.saturating_add(1);
+        self.first_foreign.get_or_insert(what);
+    }
+
+    fn describe(&self) -> String {
+        fn counted(n: usize, one: &str, many: &str, first: &Option<String>) -> String {
+            let first = first.as_deref().unwrap_or("?");
+            if n == 1 {
+                format!("1 {one} ({first})")
+            } else {
+                format!("{n} {many} (the first: {first})")
+            }
+        }
+        let mut parts = Vec::new();
+        if self.invalid > 0 {
+            parts.push(counted(
+                self.invalid,
+                "invalid frame",
+                "invalid frames",
+                &self.first_invalid,
+            ));
+        }
+        if self.foreign > 0 {
+            parts.push(counted(
+                self.foreign,
+                "frame not for us",
+                "frames not for us",
+                &self.first_foreign,
+            ));
+        }
+        if self.noise > 0 {
+            parts.push(format!(
+                "{} byte(s) of line noise outside any frame",
+                self.noise
+            ));
+        }
+        if self.incomplete > 0 {
+            parts.push(format!(
+                "{} byte(s) of an incomplete frame",
+                self.incomplete
+            ));
+        }
+        parts.join(", ")
+    }
+}
+
+/// Describes the start of a wrapper frame that never completed.
+fn wrapper_partial(raw: &[u8]) -> String {
+    match raw.get(6..8) {
+        Some(&[a, b]) => format!(
+            "{} of {} payload byte(s)",
+            raw.len().saturating_sub(HEADER_LEN),
+            u16::from_be_bytes([a, b])
+        ),
+        _ => format!("{} of the {HEADER_LEN} header bytes", raw.len()),
+    }
+}
+
+fn shown(bytes: &[u8]) -> &[u8] {
+    bytes.get(..SHOW).unwrap_or(bytes)
+}
+
+/// Records the incomplete frame the HDLC deframer holds, if any (a lone flag,
+/// the closing flag of the last frame, is not one).
+fn note_incomplete(trace: &mut Trace, heard: &mut Heard, tail: &[u8], held: usize, when: &str) {
+    let held_bytes = tail
+        .get(tail.len().saturating_sub(held)..)
+        .unwrap_or_default();
+    if held_bytes.iter().all(|&b| b == FLAG) {
+        return;
+    }
+    heard.incomplete = held;
+    trace.record(
+        Direction::Received,
+        "hdlc",
+        shown(held_bytes),
+        format!("incomplete frame: {held} byte(s), {when}"),
+    );
+}
+
 /// Addresses and timing of a link.
 #[derive(Debug, Clone)]
 pub struct LinkSettings {
@@ -159,6 +293,11 @@ enum Inner {
     Wrapper {
         stream: BoxStream,
         deframer: WrapperDeframer,
+        /// The bytes the deframer holds (a frame not yet complete), for the trace.
+        raw: Vec<u8>,
+        /// Set when a frame did not decode: the stream has no delimiter to
+        /// resynchronise on, so nothing after it can be trusted.
+        out_of_step: Option<String>,
     },
     Udp {
         socket: UdpSocket,
@@ -167,6 +306,8 @@ enum Inner {
     Hdlc {
         stream: BoxStream,
         client: Box<HdlcClient>,
+        /// The last bytes received, to show an incomplete frame in the trace.
+        tail: Vec<u8>,
     },
 }
 
@@ -176,6 +317,8 @@ pub struct Link {
     settings: LinkSettings,
     pub trace: Trace,
     closed: bool,
+    /// What the current (or last) wait received besides a valid answer.
+    heard: Heard,
     /// Description of where this link goes, for messages.
     pub description: String,
     /// Protocol violations by the device seen on this link, not yet taken.
@@ -201,10 +344,16 @@ impl Link {
     ) -> Self {
         let deframer = WrapperDeframer::new(settings.max_payload);
         Link {
-            inner: Inner::Wrapper { stream, deframer },
+            inner: Inner::Wrapper {
+                stream,
+                deframer,
+                raw: Vec::new(),
+                out_of_step: None,
+            },
             settings,
             trace: Trace::new(start),
             closed: false,
+            heard: Heard::new(),
             description,
             violations: Vec::new(),
         }
@@ -223,6 +372,7 @@ impl Link {
             settings,
             trace: Trace::new(start),
             closed: false,
+            heard: Heard::new(),
             description,
             violations: Vec::new(),
         }
@@ -247,10 +397,12 @@ impl Link {
             inner: Inner::Hdlc {
                 stream,
                 client: Box::new(client),
+                tail: Vec::new(),
             },
             settings,
             trace: Trace::new(start),
             closed: false,
+            heard: Heard::new(),
             description,
             violations: Vec::new(),
         }
@@ -287,7 +439,7 @@ impl Link {
     /// Is the HDLC link up (always true for the wrapper)?
     pub fn is_connected(&self) -> bool {
         match &self.inner {
-            Inner::Hdlc { client, .. } => client.is_connected(),
+            Inner::Hdlc { client, .. } => !self.closed && client.is_connected(),
             _ => !self.closed,
         }
     }
@@ -299,28 +451,37 @@ impl Link {
             return Ok(LinkParams::default());
         };
         client.connect(Instant::now());
+        self.heard = Heard::new();
         let ev = self
-            .drive_hdlc(timeout, |e, _| {
+            .drive_hdlc(timeout, |e, busy| {
                 matches!(
                     e,
                     ClientEvent::Connected(_)
                         | ClientEvent::ConnectRefused
                         | ClientEvent::FrameRejected(_)
                         | ClientEvent::Timeout(_)
-                )
+                ) || (!busy && matches!(e, ClientEvent::Violation(_)))
             })
-            .await?;
+            .await;
+        self.note_unrecorded();
         match ev {
-            ClientEvent::Connected(p) => Ok(p),
-            ClientEvent::ConnectRefused => {
+            Ok(ClientEvent::Connected(p)) => Ok(p),
+            Ok(ClientEvent::ConnectRefused) => {
                 Err(LinkError::Hdlc("the device answered SNRM with DM".into()))
             }
-            ClientEvent::FrameRejected(info) => Err(LinkError::Hdlc(format!(
+            Ok(ClientEvent::FrameRejected(info)) => Err(LinkError::Hdlc(format!(
                 "the device answered SNRM with FRMR {}",
                 hex::encode_upper(info)
             ))),
-            ClientEvent::Timeout(what) => Err(LinkError::Hdlc(what.into())),
-            other => Err(LinkError::Hdlc(format!("unexpected {other:?}"))),
+            // A violation that ended the SNRM exchange: a UA the client cannot use.
+            Ok(ClientEvent::Violation(v)) => Err(LinkError::Hdlc(format!(
+                "the device answered SNRM with a UA the link cannot use: {v}"
+            ))),
+            Ok(ClientEvent::Timeout(_)) | Err(LinkError::Timeout(_)) => {
+                Err(self.silence_error(timeout))
+            }
+            Ok(other) => Err(LinkError::Hdlc(format!("unexpected {other:?}"))),
+            Err(e) => Err(e),
         }
     }
 
@@ -331,6 +492,7 @@ impl Link {
             return Ok(());
         };
         client.disconnect(Instant::now());
+        self.heard = Heard::new();
         let ev = self
             .drive_hdlc(timeout, |e, _| {
                 matches!(
@@ -340,11 +502,39 @@ impl Link {
                         | ClientEvent::FrameRejected(_)
                 )
             })
-            .await?;
+            .await;
+        self.note_unrecorded();
         match ev {
-            ClientEvent::Disconnected { .. } => Ok(()),
-            ClientEvent::Timeout(w) => Err(LinkError::Hdlc(w.into())),
-            other => Err(LinkError::Hdlc(format!("unexpected {other:?} to DISC"))),
+            Ok(ClientEvent::Disconnected { .. }) => Ok(()),
+            Ok(ClientEvent::Timeout(_)) | Err(LinkError::Timeout(_)) => {
+                Err(self.silence_error(timeout))
+            }
+            Ok(other) => Err(LinkError::Hdlc(format!("unexpected {other:?} to DISC"))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The error for a wait that ended without a valid answer: silence, or
+    /// what came instead.
+    fn silence_error(&self, wait: Duration) -> LinkError {
+        if self.heard.is_empty() {
+            LinkError::Timeout(wait)
+        } else {
+            LinkError::Garbled(format!(
+                "no valid reply within {}; received {}",
+                humantime::format_duration(wait),
+                self.heard.describe()
+            ))
+        }
+    }
+
+    /// Notes in the trace how much unusual traffic the last wait did not record.
+    fn note_unrecorded(&mut self) {
+        let n = std::mem::take(&mut self.heard.unrecorded);
+        if n > 0 {
+            self.trace.note(format!(
+                "{n} more invalid frame(s), noise or frame(s) not for us were received but not recorded"
+            ));
         }
     }
 
@@ -400,11 +590,20 @@ impl Link {
     pub async fn recv_apdu(&mut self, timeout: Duration) -> Result<Vec<u8>, LinkError> {
         match self.recv_any(timeout).await? {
             Reply::Apdu(a) => Ok(a),
-            Reply::Silence => Err(LinkError::Timeout(timeout)),
+            Reply::Silence => Err(self.silence_error(timeout)),
             Reply::Closed => Err(LinkError::Closed),
-            Reply::Frame(f) => Err(LinkError::Hdlc(format!("expected an APDU, got {f}"))),
+            Reply::Frame(f) => Err(LinkError::Hdlc(match f.control {
+                Control::Dm { .. } => {
+                    format!("the device answered DM: the HDLC link is down (got {f})")
+                }
+                Control::Frmr { .. } => format!(
+                    "the device rejected our frame with FRMR {} (got {f})",
+                    hex::encode_upper(&f.info)
+                ),
+                _ => format!("expected an APDU, got {f}"),
+            })),
             Reply::Wrapper(f) => Err(LinkError::Garbled(format!(
-                "wrapper frame from wPort {} to {} (expected {} to {})",
+                "the device sent a wrapper frame from wPort {} to {} (expected {} to {})",
                 f.source, f.destination, self.settings.server_wport, self.settings.client
             ))),
         }
@@ -415,122 +614,199 @@ impl Link {
         if self.closed {
             return Ok(Reply::Closed);
         }
+        self.heard = Heard::new();
+        let r = match self.kind() {
+            LinkKind::Wrapper => self.recv_wrapper(wait).await,
+            LinkKind::Udp => self.recv_udp(wait).await,
+            LinkKind::Hdlc => self.recv_hdlc(wait).await,
+        };
+        self.note_unrecorded();
+        r
+    }
+
+    async fn recv_wrapper(&mut self, wait: Duration) -> Result<Reply, LinkError> {
         let deadline = tokio::time::Instant::now() + wait;
         let (client_sap, wport) = (self.settings.client, self.settings.server_wport);
-        match &mut self.inner {
-            Inner::Wrapper { stream, deframer } => loop {
-                if let Some(r) = deframer.next_frame() {
-                    return match r {
-                        Ok(f) => {
-                            let expected =
-                                f.source == wport && f.destination == client_sap && f.version == 1;
-                            self.trace.record(
-                                Direction::Received,
-                                "apdu",
-                                &f.payload,
-                                format!("{} [{f}]", describe_apdu(&f.payload)),
-                            );
-                            if expected {
-                                Ok(Reply::Apdu(f.payload))
-                            } else {
-                                Ok(Reply::Wrapper(f))
-                            }
-                        }
-                        Err(e) => {
-                            deframer.reset();
-                            self.trace.note(format!("garbled wrapper stream: {e}"));
-                            Err(LinkError::Garbled(e.to_string()))
-                        }
+        let Inner::Wrapper {
+            stream,
+            deframer,
+            raw,
+            out_of_step,
+        } = &mut self.inner
+        else {
+            return Err(LinkError::Usage("not a wrapper link".into()));
+        };
+        if let Some(e) = out_of_step {
+            return Err(LinkError::Garbled(format!(
+                "the wrapper stream is out of step since a frame that did not decode ({e}); reconnect"
+            )));
+        }
+        loop {
+            match deframer.next_frame() {
+                Some(Ok(f)) => {
+                    raw.drain(..HEADER_LEN.saturating_add(f.payload.len()).min(raw.len()));
+                    self.trace.record(
+                        Direction::Received,
+                        "apdu",
+                        &f.payload,
+                        format!("{} [{f}]", describe_apdu(&f.payload)),
+                    );
+                    return if f.source == wport && f.destination == client_sap {
+                        Ok(Reply::Apdu(f.payload))
+                    } else {
+                        Ok(Reply::Wrapper(f))
                     };
                 }
-                let mut buf = [0u8; 4096];
-                let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+                Some(Err(e)) => {
+                    // No delimiter to resynchronise on: the deframer keeps the error
+                    // and every later read fails the same way (until a reconnect).
+                    self.trace.record(
+                        Direction::Received,
+                        "wrapper",
+                        shown(raw),
+                        format!("garbled wrapper stream: {e}; what follows cannot be framed"),
+                    );
+                    raw.clear();
+                    *out_of_step = Some(e.to_string());
+                    return Err(LinkError::Garbled(format!(
+                        "the device sent a wrapper frame that does not decode: {e}"
+                    )));
+                }
+                None => {}
+            }
+            let mut buf = [0u8; 4096];
+            // The deadline is checked before each read, so a device that never
+            // stops sending cannot keep the wait going.
+            let read = if tokio::time::Instant::now() >= deadline {
+                None
+            } else {
+                tokio::time::timeout_at(deadline, stream.read(&mut buf))
+                    .await
+                    .ok()
+            };
+            let n = match read {
+                None => {
+                    if !raw.is_empty() {
+                        self.heard.incomplete = raw.len();
+                        self.trace.record(
+                            Direction::Received,
+                            "wrapper",
+                            shown(raw),
+                            format!(
+                                "incomplete wrapper frame: {} when the wait ended",
+                                wrapper_partial(raw)
+                            ),
+                        );
+                    }
+                    return Ok(Reply::Silence);
+                }
+                Some(r) => r?,
+            };
+            if n == 0 {
+                self.closed = true;
+                if !raw.is_empty() {
+                    self.trace.record(
+                        Direction::Received,
+                        "wrapper",
+                        shown(raw),
+                        format!(
+                            "truncated wrapper frame: {}, then the connection closed",
+                            wrapper_partial(raw)
+                        ),
+                    );
+                }
+                self.trace.note("the device closed the connection");
+                return Ok(Reply::Closed);
+            }
+            let chunk = buf.get(..n).unwrap_or_default();
+            deframer.push(chunk);
+            raw.extend_from_slice(chunk);
+        }
+    }
+
+    async fn recv_udp(&mut self, wait: Duration) -> Result<Reply, LinkError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let (client_sap, wport) = (self.settings.client, self.settings.server_wport);
+        let Inner::Udp { socket, peer } = &mut self.inner else {
+            return Err(LinkError::Usage("not a UDP link".into()));
+        };
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Reply::Silence);
+            }
+            let (n, from) =
+                match tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await {
                     Err(_) => return Ok(Reply::Silence),
                     Ok(r) => r?,
                 };
-                if n == 0 {
-                    self.closed = true;
-                    if deframer.buffered() > 0 {
-                        self.trace.note(format!(
-                            "connection closed in the middle of a frame ({} bytes)",
-                            deframer.buffered()
-                        ));
-                    }
-                    self.trace.note("the device closed the connection");
-                    return Ok(Reply::Closed);
+            if from != *peer {
+                self.heard.foreign(format!("a datagram from {from}"));
+                if self.heard.slot() {
+                    self.trace.note(format!("ignored a datagram from {from}"));
                 }
-                deframer.push(&buf[..n]);
-            },
-            Inner::Udp { socket, peer } => {
-                let mut buf = vec![0u8; 65_536];
-                loop {
-                    let (n, from) =
-                        match tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await {
-                            Err(_) => return Ok(Reply::Silence),
-                            Ok(r) => r?,
-                        };
-                    if from != *peer {
-                        self.trace.note(format!("ignored a datagram from {from}"));
-                        continue;
-                    }
-                    let d = &buf[..n];
-                    return match WrapperFrame::decode_datagram(d) {
-                        Ok(f) => {
-                            self.trace.record(
-                                Direction::Received,
-                                "apdu",
-                                &f.payload,
-                                format!("{} [{f}, UDP]", describe_apdu(&f.payload)),
-                            );
-                            if f.source == wport && f.destination == client_sap {
-                                Ok(Reply::Apdu(f.payload))
-                            } else {
-                                Ok(Reply::Wrapper(f))
-                            }
-                        }
-                        Err(e) => {
-                            self.trace.record(
-                                Direction::Received,
-                                "wrapper",
-                                d,
-                                format!("bad datagram: {e}"),
-                            );
-                            Err(LinkError::Garbled(e.to_string()))
-                        }
-                    };
-                }
+                continue;
             }
-            Inner::Hdlc { .. } => {
-                let ev = self
-                    .drive_hdlc(wait, |e, busy| {
-                        matches!(
-                            e,
-                            ClientEvent::Apdu(_)
-                                | ClientEvent::Disconnected { .. }
-                                | ClientEvent::FrameRejected(_)
-                                | ClientEvent::Timeout(_)
-                                | ClientEvent::ConnectRefused
-                                | ClientEvent::Connected(_)
-                        ) || matches!(e, ClientEvent::FrameReceived(f)
-                            // While a segmented request is under way, RR is flow control, not an answer.
-                            if !(matches!(f.control, crate::wire::hdlc::Control::I { .. })
-                                || busy && matches!(f.control, crate::wire::hdlc::Control::Rr { .. })))
-                    })
-                    .await;
-                match ev {
-                    Ok(ClientEvent::Apdu(a)) => {
-                        self.trace
-                            .record(Direction::Received, "apdu", &a, describe_apdu(&a));
-                        Ok(Reply::Apdu(a))
+            let d = buf.get(..n).unwrap_or_default();
+            return match WrapperFrame::decode_datagram(d) {
+                Ok(f) => {
+                    self.trace.record(
+                        Direction::Received,
+                        "apdu",
+                        &f.payload,
+                        format!("{} [{f}, UDP]", describe_apdu(&f.payload)),
+                    );
+                    if f.source == wport && f.destination == client_sap {
+                        Ok(Reply::Apdu(f.payload))
+                    } else {
+                        Ok(Reply::Wrapper(f))
                     }
-                    Ok(ClientEvent::FrameReceived(f)) => Ok(Reply::Frame(f)),
-                    Ok(ClientEvent::Disconnected { .. }) => Ok(Reply::Closed),
-                    Ok(ClientEvent::Timeout(_)) | Err(LinkError::Timeout(_)) => Ok(Reply::Silence),
-                    Ok(other) => Err(LinkError::Hdlc(format!("{other:?}"))),
-                    Err(LinkError::Closed) => Ok(Reply::Closed),
-                    Err(e) => Err(e),
                 }
+                Err(e) => {
+                    self.trace.record(
+                        Direction::Received,
+                        "wrapper",
+                        shown(d),
+                        format!("bad datagram: {e}"),
+                    );
+                    Err(LinkError::Garbled(format!(
+                        "the device sent a datagram that does not decode: {e}"
+                    )))
+                }
+            };
+        }
+    }
+
+    async fn recv_hdlc(&mut self, wait: Duration) -> Result<Reply, LinkError> {
+        let ev = self
+            .drive_hdlc(wait, |e, busy| {
+                matches!(
+                    e,
+                    ClientEvent::Apdu(_)
+                        | ClientEvent::Disconnected { .. }
+                        | ClientEvent::FrameRejected(_)
+                        | ClientEvent::Timeout(_)
+                        | ClientEvent::ConnectRefused
+                        | ClientEvent::Connected(_)
+                ) || matches!(e, ClientEvent::FrameReceived(f)
+                    // I-frames end in an Apdu event; while a segmented request is
+                    // under way, RR is flow control, not an answer.
+                    if !(matches!(f.control, Control::I { .. })
+                        || busy && matches!(f.control, Control::Rr { .. })))
+            })
+            .await;
+        match ev {
+            Ok(ClientEvent::Apdu(a)) => {
+                self.trace
+                    .record(Direction::Received, "apdu", &a, describe_apdu(&a));
+                Ok(Reply::Apdu(a))
             }
+            Ok(ClientEvent::FrameReceived(f)) => Ok(Reply::Frame(f)),
+            Ok(ClientEvent::Disconnected { .. }) => Ok(Reply::Closed),
+            Ok(ClientEvent::Timeout(_)) | Err(LinkError::Timeout(_)) => Ok(Reply::Silence),
+            Ok(other) => Err(LinkError::Hdlc(format!("{other:?}"))),
+            Err(LinkError::Closed) => Ok(Reply::Closed),
+            Err(e) => Err(e),
         }
     }
 
@@ -577,7 +853,7 @@ impl Link {
     }
 
     async fn flush_hdlc(&mut self) -> Result<(), LinkError> {
-        let Inner::Hdlc { stream, client } = &mut self.inner else {
+        let Inner::Hdlc { stream, client, .. } = &mut self.inner else {
             return Ok(());
         };
         while let Some(frame) = client.poll_transmit() {
@@ -592,6 +868,9 @@ impl Link {
     }
 
     /// Runs the HDLC client until `done` accepts an event or `wait` passes.
+    /// `done` gets each event and whether an exchange is still under way.
+    /// On the deadline the exchange under way is abandoned, so the next
+    /// request can go out.
     async fn drive_hdlc(
         &mut self,
         wait: Duration,
@@ -600,49 +879,140 @@ impl Link {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             self.flush_hdlc().await?;
-            let Inner::Hdlc { stream, client } = &mut self.inner else {
+            let Link {
+                inner,
+                trace,
+                heard,
+                violations,
+                ..
+            } = self;
+            let Inner::Hdlc {
+                stream,
+                client,
+                tail,
+            } = inner
+            else {
                 return Err(LinkError::Usage("not an HDLC link".into()));
             };
+            let (us, peer) = (client.config().client, client.config().server);
+            // Whether the last frame was not for us.
+            let mut foreign = false;
             while let Some(ev) = client.poll_event() {
                 match &ev {
                     ClientEvent::FrameReceived(f) => {
-                        self.trace
-                            .record(Direction::Received, "hdlc", &f.encode(), f.to_string())
+                        foreign = f.dest != us || f.src != peer;
+                        if !foreign {
+                            trace.record(Direction::Received, "hdlc", &f.encode(), f.to_string());
+                        } else {
+                            heard.foreign(f.to_string());
+                            if heard.slot() {
+                                trace.record(
+                                    Direction::Received,
+                                    "hdlc",
+                                    &f.encode(),
+                                    format!("{f}: not for us (we are {us}, the device {peer})"),
+                                );
+                            }
+                        }
                     }
-                    ClientEvent::InvalidFrame { bytes, error } => self.trace.record(
-                        Direction::Received,
-                        "hdlc",
-                        bytes,
-                        format!("invalid frame: {error}"),
-                    ),
-                    ClientEvent::Violation(v) => {
-                        self.trace
-                            .note(format!("HDLC violation by the device: {v}"));
-                        self.violations.push(v.clone());
+                    ClientEvent::InvalidFrame { bytes, error } => {
+                        foreign = false;
+                        heard.invalid(error.to_string());
+                        if heard.slot() {
+                            trace.record(
+                                Direction::Received,
+                                "hdlc",
+                                shown(bytes),
+                                format!("invalid frame: {error}"),
+                            );
+                        }
+                    }
+                    // (A frame not for us has had its record; its violation adds nothing.)
+                    ClientEvent::Violation(v) if !foreign => {
+                        violations.push(v.clone());
+                        if heard.slot() {
+                            trace.note(format!("HDLC violation by the device: {v}"));
+                        }
+                    }
+                    ClientEvent::Discarded(d) if heard.slot() => {
+                        trace.note(format!("HDLC: ignored a {d}"));
                     }
                     _ => {}
                 }
                 if done(&ev, client.busy()) {
+                    // Events the same frame caused are answered by this one: drop
+                    // them, lest the next wait take them for a new answer.
+                    while let Some(
+                        ClientEvent::Violation(_)
+                        | ClientEvent::Discarded(_)
+                        | ClientEvent::FrameRejected(_)
+                        | ClientEvent::Disconnected { .. },
+                    ) = client.peek_event()
+                    {
+                        if let Some(ClientEvent::Violation(v) | ClientEvent::Discarded(v)) =
+                            client.poll_event()
+                        {
+                            trace.note(format!("HDLC: {v}"));
+                        }
+                    }
                     return Ok(ev);
                 }
             }
+            let now = tokio::time::Instant::now();
             let timer = client.poll_timeout().map(tokio::time::Instant::from_std);
+            if now >= deadline {
+                client.abandon();
+                note_incomplete(trace, heard, tail, client.buffered(), "when the wait ended");
+                return Err(LinkError::Timeout(wait));
+            }
+            if timer.is_some_and(|t| t <= now) {
+                // Checked here too, so that a device that never stops sending
+                // cannot hold back retransmissions.
+                client.handle_timeout(now.into_std());
+                continue;
+            }
             let wake = timer.map_or(deadline, |t| t.min(deadline));
             let mut buf = [0u8; 4096];
             match tokio::time::timeout_at(wake, stream.read(&mut buf)).await {
                 Ok(Ok(0)) => {
                     self.closed = true;
-                    self.trace.note("the device closed the connection");
+                    note_incomplete(
+                        trace,
+                        heard,
+                        tail,
+                        client.buffered(),
+                        "then the connection closed",
+                    );
+                    trace.note("the device closed the connection");
                     return Err(LinkError::Closed);
                 }
-                Ok(Ok(n)) => client.handle_bytes(&buf[..n], Instant::now()),
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_) => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(LinkError::Timeout(wait));
+                Ok(Ok(n)) => {
+                    let chunk = buf.get(..n).unwrap_or_default();
+                    tail.extend_from_slice(chunk);
+                    if tail.len() > TAIL_KEEP {
+                        let cut = tail.len() - TAIL_KEEP;
+                        tail.drain(..cut);
                     }
-                    client.handle_timeout(Instant::now());
+                    let dropped = client.dropped_bytes();
+                    client.handle_bytes(chunk, Instant::now());
+                    let noise = client.dropped_bytes().saturating_sub(dropped);
+                    if noise > 0 {
+                        heard.noise = heard.noise.saturating_add(noise);
+                        if heard.slot() {
+                            trace.record(
+                                Direction::Received,
+                                "hdlc",
+                                shown(chunk),
+                                format!(
+                                    "line noise: {noise} of these {n} byte(s) are outside any frame (dropped)"
+                                ),
+                            );
+                        }
+                    }
                 }
+                Ok(Err(e)) => return Err(e.into()),
+                // The timer or the deadline: both are handled at the top of the loop.
+                Err(_) => {}
             }
         }
     }
@@ -658,5 +1028,115 @@ impl Link {
             let _ = tokio::time::timeout(Duration::from_millis(200), stream.shutdown()).await;
         }
         self.closed = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A line that never stops sending noise and is always ready: it takes no
+    /// part in tokio's cooperative budget, so only the link's own deadline
+    /// check can end a wait on it.
+    struct EndlessNoise;
+
+    impl AsyncRead for EndlessNoise {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let n = buf.remaining().min(512);
+            buf.put_slice(&[0x55; 512][..n]);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for EndlessNoise {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn settings(timeout: Duration) -> LinkSettings {
+        LinkSettings {
+            client: 16,
+            server_wport: 1,
+            server_address: Address::server(1, 17),
+            hdlc_proposal: None,
+            response_timeout: timeout,
+            max_payload: 65_535,
+        }
+    }
+
+    #[tokio::test]
+    async fn rejects_endless_noise_within_the_timeout() {
+        let wait = Duration::from_millis(400);
+        let mut link = Link::hdlc(
+            Box::new(EndlessNoise),
+            settings(wait),
+            "noise".into(),
+            Instant::now(),
+        );
+        let t0 = Instant::now();
+        let e = tokio::time::timeout(Duration::from_secs(5), link.connect())
+            .await
+            .expect("the wait on an endless stream must end")
+            .unwrap_err();
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        let text = e.to_string();
+        assert!(text.contains("no valid reply within 400ms"), "{text}");
+        assert!(text.contains("line noise outside any frame"), "{text}");
+        // The SNRM was sent again halfway, although bytes never stopped coming.
+        let trace = link.trace.take();
+        let snrms = trace
+            .iter()
+            .filter(|r| r.direction == Direction::Sent)
+            .count();
+        assert_eq!(snrms, 2);
+        let c = link.hdlc_client().unwrap();
+        assert!(c.buffered() <= 2 * MAX_FRAME_LEN, "{}", c.buffered());
+    }
+
+    #[test]
+    fn describes_what_was_heard() {
+        let mut h = Heard::new();
+        assert!(h.is_empty());
+        h.invalid("bad FCS".into());
+        assert_eq!(h.describe(), "1 invalid frame (bad FCS)");
+        h.invalid("bad HCS".into());
+        h.noise = 7;
+        h.incomplete = 5;
+        assert_eq!(
+            h.describe(),
+            "2 invalid frames (the first: bad FCS), 7 byte(s) of line noise outside any frame, \
+             5 byte(s) of an incomplete frame"
+        );
+        for _ in 0..TRACE_QUOTA {
+            assert!(h.slot());
+        }
+        assert!(!h.slot());
+        assert_eq!(h.unrecorded, 1);
+    }
+
+    #[test]
+    fn describes_a_partial_wrapper_frame() {
+        assert_eq!(wrapper_partial(&[0, 1, 0, 1]), "4 of the 8 header bytes");
+        assert_eq!(
+            wrapper_partial(&[0, 1, 0, 1, 0, 16, 0, 100, 1, 2]),
+            "2 of 100 payload byte(s)"
+        );
     }
 }
