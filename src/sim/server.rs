@@ -165,14 +165,13 @@ pub async fn serve_wrapper<S: ByteStream>(
                 lax = vec![h[0], h[1], h[2], h[3], h[4], h[5]];
                 lax.extend_from_slice(&(payload.len() as u16).to_be_bytes());
                 lax.extend_from_slice(payload);
-                if let Some(f) = take_any_version(&mut lax) {
-                    if f.destination == wport || answer_unknown {
-                        if let Some(resp) = meter.handle(&mut conn, f.source, &f.payload) {
-                            let out = WrapperFrame::new(f.destination, f.source, resp).encode();
-                            stream.write_all(&out).await?;
-                            stream.flush().await?;
-                        }
-                    }
+                if let Some(f) = take_any_version(&mut lax)
+                    && (f.destination == wport || answer_unknown)
+                    && let Some(resp) = meter.handle(&mut conn, f.source, &f.payload)
+                {
+                    let out = WrapperFrame::new(f.destination, f.source, resp).encode();
+                    stream.write_all(&out).await?;
+                    stream.flush().await?;
                 }
                 lax.clear();
             }
