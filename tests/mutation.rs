@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use idis_harness::runner::event::Verdict;
-use idis_harness::runner::{run_on_simulator, simulator_test_profile};
+use idis_harness::runner::{CaseVerdicts, run_on_simulator, simulator_test_profile};
 use idis_harness::sim::{Quirk, Quirks};
 use idis_harness::suite::{self, ValidationContext};
 
@@ -64,12 +64,17 @@ fn every_quirk_fails_the_cases_that_name_it() {
         "against the conformant simulator, in one run:\n{}",
         bad.join("\n")
     );
-    let results: Vec<(Quirk, Vec<(String, String, Verdict)>)> = rt.block_on(async {
+    let results: Vec<(Quirk, CaseVerdicts)> = rt.block_on(async {
+        // A few runs at a time: enough to use both cores, few enough that a
+        // loaded machine does not push a simulator reply past its timeout.
+        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
         let mut handles = Vec::new();
         for q in Quirk::ALL {
             let suites = suites.clone();
             let q = *q;
+            let permits = permits.clone();
             handles.push(tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await;
                 let mut quirks = Quirks::none();
                 quirks.insert(q);
                 (

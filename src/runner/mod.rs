@@ -315,6 +315,9 @@ async fn run_one(
     (out.verdict, out.traffic)
 }
 
+/// The verdict of each case of a run: (suite id, case id, verdict).
+pub type CaseVerdicts = Vec<(String, String, Verdict)>;
+
 /// Runs `cases` (indexes into `suites`; all when `None`) against a fresh
 /// built-in simulator with `quirks`, and returns each case's verdict. Used by the
 /// project's own tests (every shipped case, and the mutation matrix).
@@ -323,7 +326,7 @@ pub async fn run_on_simulator(
     only: Option<Vec<(usize, usize)>>,
     quirks: crate::sim::Quirks,
     profile: crate::profile::DeviceProfile,
-) -> Vec<(String, String, Verdict)> {
+) -> CaseVerdicts {
     use crate::sim::server::SimHandle;
     let spec: crate::transport::target::TargetSpec =
         "sim".parse().expect("`sim` is a valid target");
