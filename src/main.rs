@@ -57,6 +57,47 @@ enum Command {
     Schema,
     /// Associate with a meter, read attributes, print them decoded, release.
     Read(ReadArgs),
+    /// Serve the simulated IDIS meter (or a fleet of them) until stopped.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Args, Debug)]
+struct SimulateArgs {
+    /// Address to listen on; with --meters N, meter i listens on port + i.
+    #[arg(long, default_value = "127.0.0.1:4059")]
+    listen: std::net::SocketAddr,
+    /// wrapper (TCP), hdlc (HDLC over TCP) or udp (UDP wrapper).
+    #[arg(long, default_value = "wrapper")]
+    transport: String,
+    /// Serve HDLC on this serial port instead of listening.
+    #[arg(long)]
+    serial: Option<String>,
+    /// Baud rate on the serial port.
+    #[arg(long, default_value_t = 9600)]
+    baud: u32,
+    /// Answer an IEC 62056-21 mode E sign-on on the serial port first.
+    #[arg(long)]
+    mode_e: bool,
+    /// Meter profile (fixtures/meters/*.yaml).
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Switch on a deliberate fault (repeatable).
+    #[arg(long)]
+    quirk: Vec<String>,
+    /// Print the quirks, one per line, and exit.
+    #[arg(long)]
+    list_quirks: bool,
+    /// Serve this many meters on consecutive ports, keys derived from --seed.
+    #[arg(long, default_value_t = 1)]
+    meters: u32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write the meters' keys to this key file (mode 0600).
+    #[arg(long)]
+    export_keys: Option<PathBuf>,
+    /// Keep the meters' memory (counters, keys, policy) in this file across restarts.
+    #[arg(long)]
+    state: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -185,6 +226,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Read(a) => rt.block_on(cmd_read(a)),
+        Command::Simulate(a) => rt.block_on(cmd_simulate(a)),
     }
 }
 
@@ -749,4 +791,40 @@ async fn close(mut c: Client) {
         let _ = c.link.disconnect().await;
     }
     c.link.shutdown().await;
+}
+
+async fn cmd_simulate(a: SimulateArgs) -> ExitCode {
+    use idis_harness::sim::standalone::{SimTransport, SimulatorOptions, list_quirks, run};
+    if a.list_quirks {
+        print!("{}", list_quirks());
+        return ExitCode::SUCCESS;
+    }
+    let transport: SimTransport = match a.transport.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: --transport: {e}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    let opts = SimulatorOptions {
+        listen: a.listen,
+        transport,
+        serial: a.serial,
+        serial_baud: a.baud,
+        mode_e: a.mode_e,
+        profile: a.profile,
+        quirks: a.quirk,
+        meters: a.meters,
+        seed: a.seed,
+        export_keys: a.export_keys,
+        state: a.state,
+    };
+    let log = |line: String| eprintln!("{line}");
+    match run(opts, log, wait_for_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(USAGE_ERROR)
+        }
+    }
 }
