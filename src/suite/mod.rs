@@ -25,7 +25,7 @@
 //!     title: A replayed get-request is rejected
 //!     checks: Green Book 9.2.7.2.4 (invocation counter must grow)
 //!     requires: [hls-gmac]
-//!     detects: [replay-accepted]   # the simulator fault this case must catch
+//!     detects: [accepts-replayed-counter]  # the simulator fault this case must catch
 //!     steps:
 //!       - connect: {client: '${client}'}
 //!       - associate: {<<: *mgmt, client: '${client}'}
