@@ -203,3 +203,78 @@ fn sigint_stops_the_run_and_the_report_of_what_ran_is_written() {
         "a case that never started is not reported as run"
     );
 }
+
+#[test]
+fn cases_needing_absent_features_are_skipped_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("junit.xml");
+    let out = bin()
+        .args([
+            "run",
+            "suites/hdlc.yaml",
+            "suites/key-transfer.yaml",
+            "suites/wrapper.yaml",
+            "--no-progress",
+            "--device",
+            "fixtures/devices/sim-without-options.yaml",
+            "--junit",
+        ])
+        .arg(&junit)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("SKIP") && stdout.contains("does not declare `hdlc`"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("does not declare `key-transfer`"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert!(
+        stdout.contains("PASS") && stdout.contains("WRAPPER_P1"),
+        "{stdout}"
+    );
+    xmllint(&junit);
+    assert!(
+        std::fs::read_to_string(&junit)
+            .unwrap()
+            .contains("<skipped message=")
+    );
+}
+
+#[test]
+fn the_example_device_profile_loads_with_its_keys_from_env_and_file() {
+    let out = bin()
+        .args([
+            "validate",
+            "--device",
+            "fixtures/devices/example-idis-p2.yaml",
+        ])
+        .env("IDIS_MGMT_EK", "000102030405060708090A0B0C0D0E0F")
+        .env("IDIS_MGMT_AK", "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = bin()
+        .args([
+            "validate",
+            "--device",
+            "fixtures/devices/example-idis-p2.yaml",
+        ])
+        .env_remove("IDIS_MGMT_EK")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("environment variable IDIS_MGMT_EK is not set"),
+        "{err}"
+    );
+}
