@@ -70,6 +70,17 @@ fn parse_args() -> Result<Args, String> {
         client_worker: false,
     };
     let mut it = std::env::args().skip(1);
+    // `cargo test --all-targets` runs this without `--bench`: then a small smoke
+    // run checks that it works, instead of the full 10,000-meter measurement.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args
+        .iter()
+        .any(|a| a == "--bench" || a == "--client-worker" || a.starts_with("--meters"))
+    {
+        a.meters = 20;
+        a.hls = 5;
+        a.hold = 0;
+    }
     while let Some(arg) = it.next() {
         let mut val = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
         let num = |name: &str, v: String| {
