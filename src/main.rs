@@ -328,8 +328,15 @@ fn build_targets(
                         .map(|s| s.meter.lock().config.system_title.to_string())
                 }),
         };
+        // Without a device profile, the built-in simulator gets timeouts for an
+        // in-process meter; a real target keeps the defaults for real meters.
+        let target_profile = if sim.is_some() && args.device.is_none() {
+            DeviceProfile::for_simulator()
+        } else {
+            profile.clone()
+        };
         out.push(Target {
-            state: TargetState::new(spec, profile.clone(), sim, strict, store),
+            state: TargetState::new(spec, target_profile, sim, strict, store),
             info,
         });
     }

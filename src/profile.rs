@@ -381,6 +381,16 @@ impl Default for DeviceProfile {
 }
 
 impl DeviceProfile {
+    /// The defaults for the built-in simulator: the same clients and keys, with
+    /// timeouts for a meter in the same process, which answers in microseconds.
+    pub fn for_simulator() -> Self {
+        let mut p = DeviceProfile::default();
+        p.name = "built-in simulator (Green Book example keys)".into();
+        p.timeouts.response = Duration::from_secs(2);
+        p.timeouts.silence = Duration::from_millis(50);
+        p
+    }
+
     pub fn client(&self, sap: u16) -> Option<&ClientProfile> {
         self.clients.iter().find(|c| c.sap == sap)
     }

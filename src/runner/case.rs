@@ -734,9 +734,14 @@ impl<'a> CaseRun<'a> {
             .map_err(|e| StepError::Harness(e.to_string()))
     }
 
+    /// Every accepted outcome is "no answer": then waiting the silence time is enough
+    /// (a disconnect shows at once).
     fn expects_only_silence(step: &Step) -> bool {
-        step_expect(step)
-            .is_some_and(|e| e.outcomes().iter().all(|o| matches!(o, Outcome::Silence)))
+        step_expect(step).is_some_and(|e| {
+            e.outcomes()
+                .iter()
+                .all(|o| matches!(o, Outcome::Silence | Outcome::Disconnect))
+        })
     }
 
     fn reply_wait(&self, step: &Step) -> Duration {

@@ -373,14 +373,12 @@ pub async fn run_on_simulator(
 /// The device profile the project's own tests use against the simulator: the
 /// defaults, with timeouts short enough for an in-process meter.
 pub fn simulator_test_profile() -> crate::profile::DeviceProfile {
-    let mut p = crate::profile::DeviceProfile::default();
+    let mut p = crate::profile::DeviceProfile::for_simulator();
     // Each of these runs has a fresh simulator, so the opt-in cases can run too.
     p.features.extend(
         crate::profile::OPT_IN_FEATURES
             .iter()
             .map(|s| s.to_string()),
     );
-    p.timeouts.response = Duration::from_millis(1500);
-    p.timeouts.silence = Duration::from_millis(150);
     p
 }
