@@ -384,11 +384,15 @@ impl DeviceProfile {
     /// The defaults for the built-in simulator: the same clients and keys, with
     /// timeouts for a meter in the same process, which answers in microseconds.
     pub fn for_simulator() -> Self {
-        let mut p = DeviceProfile::default();
-        p.name = "built-in simulator (Green Book example keys)".into();
-        p.timeouts.response = Duration::from_secs(2);
-        p.timeouts.silence = Duration::from_millis(50);
-        p
+        DeviceProfile {
+            name: "built-in simulator (Green Book example keys)".into(),
+            timeouts: Timeouts {
+                response: Duration::from_secs(2),
+                connect: Duration::from_secs(2),
+                silence: Duration::from_millis(50),
+            },
+            ..DeviceProfile::default()
+        }
     }
 
     pub fn client(&self, sap: u16) -> Option<&ClientProfile> {
