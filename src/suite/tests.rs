@@ -27,7 +27,12 @@ fn ctx() -> ValidationContext {
             "clock",
             "counter-objects",
         ]),
-        known_quirks: s(&["replay-accepted", "counter-not-checked", "tag-not-checked"]),
+        known_quirks: s(&[
+            "replay-accepted",
+            "counter-not-checked",
+            "tag-not-checked",
+            "accepts-replayed-counter",
+        ]),
         known_outcome_profiles: s(&["replayed-counter", "bad-key-wrap"]),
     }
 }
