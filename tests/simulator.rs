@@ -362,6 +362,15 @@ async fn memory_survives_reconnects_and_with_a_state_file_restarts() {
         ActionResult::Success
     );
     drop(c);
+    // A new key starts a new count: use counter 50 under it before the restart.
+    let mut new_key_client = ClientProfile::management();
+    new_key_client.encryption_key = Some(new_ek.clone());
+    let mut c = connect(SimTransport::Wrapper, sim.addr(0), 1).await;
+    assert!(matches!(
+        associate(&mut c, &new_key_client, 50).await,
+        AssociateOutcome::Associated
+    ));
+    drop(c);
     // The saver writes the change soon after (coalesced to one write per 200 ms).
     let mut saved = String::new();
     for _ in 0..100 {
@@ -398,7 +407,7 @@ async fn memory_survives_reconnects_and_with_a_state_file_restarts() {
         associate(&mut c, &ClientProfile::management(), 100).await,
         AssociateOutcome::Refused(Refusal::Exception(ref e)) if e.service_error == 5
     ));
-    // A counter used before the restart is still a replay.
+    // A counter below one used before the restart is still a replay.
     let mut c = connect(SimTransport::Wrapper, sim.addr(0), 1).await;
     assert!(refused_for_counter(
         &associate(&mut c, &with_new_key, 5).await
