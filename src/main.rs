@@ -729,7 +729,18 @@ async fn read(
             .await
             .map_err(|e| format!("step 5 (get {class}/{obis}/{attr}): {e}"))?;
         match r {
-            GetOutcome::Data(d) => println!("{class}/{obis}/{attr}: {d}"),
+            GetOutcome::Data(d) => {
+                // Clock time and DST begin/end are date-times carried in an octet-string.
+                let when = match (&d, class, attr) {
+                    (Data::OctetString(v), 8, 2 | 5 | 6) => {
+                        <[u8; 12]>::try_from(v.as_slice()).ok().map(|dt| {
+                            format!(" ({})", idis_harness::wire::axdr::format_date_time(&dt))
+                        })
+                    }
+                    _ => None,
+                };
+                println!("{class}/{obis}/{attr}: {d}{}", when.unwrap_or_default())
+            }
             GetOutcome::Error(e) => {
                 failed += 1;
                 println!("{class}/{obis}/{attr}: refused: {}", e.name())
