@@ -488,7 +488,13 @@ fn cmd_list(a: ListArgs) -> ExitCode {
     };
     let mut n = 0;
     for s in &suites {
-        let cases: Vec<_> = s.suite.cases.iter().filter(|c| sel.selects(s, c)).collect();
+        let cases: Vec<_> = s
+            .suite
+            .cases
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| sel.selects(s, c))
+            .collect();
         if cases.is_empty() {
             continue;
         }
@@ -498,7 +504,7 @@ fn cmd_list(a: ListArgs) -> ExitCode {
             s.suite.title,
             s.path.display()
         );
-        for c in cases {
+        for (ci, c) in cases {
             n += 1;
             let mut tags: Vec<&str> = s
                 .suite
@@ -508,13 +514,7 @@ fn cmd_list(a: ListArgs) -> ExitCode {
                 .map(String::as_str)
                 .collect();
             tags.dedup();
-            let req: Vec<&str> = s
-                .suite
-                .requires
-                .iter()
-                .chain(c.requires.iter())
-                .map(String::as_str)
-                .collect();
+            let req = runner::case_requires(s, ci);
             print!("    {:<28} {}", c.id, c.title);
             if !tags.is_empty() {
                 print!("  [{}]", tags.join(", "));

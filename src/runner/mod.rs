@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Mutex, mpsc, watch};
 
 use crate::suite::{LoadedSuite, VarOverrides};
+use crate::transport::link::LinkKind;
 use case::{CaseRun, TargetState};
 use event::{CaseInfo, Event, SourceLocation, Summary, TargetInfo, Verdict};
 
@@ -111,32 +112,33 @@ fn case_info(suite: &LoadedSuite, ci: usize, target: &str) -> CaseInfo {
     }
 }
 
-/// Why a case cannot run on this target, if it cannot.
-fn skip_reason(t: &TargetState, suite: &LoadedSuite, ci: usize) -> Option<String> {
-    let c = &suite.suite.cases[ci];
-    let requires: Vec<String> = suite
+/// The device features a case needs: its suite's and its own.
+pub fn case_requires(suite: &LoadedSuite, ci: usize) -> Vec<String> {
+    let own = suite
         .suite
-        .requires
-        .iter()
-        .chain(c.requires.iter())
-        .cloned()
-        .collect();
-    let missing: Vec<&String> = requires
+        .cases
+        .get(ci)
+        .map(|c| c.requires.as_slice())
+        .unwrap_or_default();
+    suite.suite.requires.iter().chain(own).cloned().collect()
+}
+
+/// The link a case runs on against this target, or why it is skipped.
+fn plan_case(t: &TargetState, suite: &LoadedSuite, ci: usize) -> Result<LinkKind, String> {
+    let requires = case_requires(suite, ci);
+    let missing: Vec<String> = requires
         .iter()
         .filter(|f| !t.profile.has_feature(f))
+        .map(|f| format!("`{f}`"))
         .collect();
     if !missing.is_empty() {
-        return Some(format!(
+        return Err(format!(
             "the device profile `{}` does not declare {}",
             t.profile.name,
-            missing
-                .iter()
-                .map(|s| format!("`{s}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            missing.join(", ")
         ));
     }
-    t.link_kind_for(&requires).err()
+    t.link_kind_for(&requires)
 }
 
 /// Runs the selected cases on every target, sending events. Returns the summary
@@ -221,13 +223,14 @@ async fn run_target(
         let info = case_info(suite, *ci, &name);
         let _ = events.send(Event::CaseStarted { case: info.clone() });
         let t0 = Instant::now();
-        let (verdict, traffic) = match skip_reason(&target.state, suite, *ci) {
-            Some(reason) => (Verdict::Skipped(reason), vec![]),
-            None => {
+        let (verdict, traffic) = match plan_case(&target.state, suite, *ci) {
+            Err(reason) => (Verdict::Skipped(reason), vec![]),
+            Ok(kind) => {
                 run_one(
                     &mut target.state,
                     suite,
                     *ci,
+                    kind,
                     overrides,
                     opts,
                     events,
@@ -265,6 +268,7 @@ async fn run_one(
     t: &mut TargetState,
     suite: &LoadedSuite,
     ci: usize,
+    kind: LinkKind,
     overrides: &VarOverrides,
     opts: &RunOptions,
     events: &mpsc::UnboundedSender<Event>,
@@ -272,17 +276,6 @@ async fn run_one(
     cancel: &watch::Receiver<bool>,
 ) -> (Verdict, Vec<event::TrafficRecord>) {
     let c = &suite.suite.cases[ci];
-    let requires: Vec<String> = suite
-        .suite
-        .requires
-        .iter()
-        .chain(c.requires.iter())
-        .cloned()
-        .collect();
-    let kind = match t.link_kind_for(&requires) {
-        Ok(k) => k,
-        Err(e) => return (Verdict::Skipped(e), vec![]),
-    };
     let vars: BTreeMap<String, String> = overrides.vars_for(&suite.suite);
     let timeout = match &c.timeout {
         Some(s) => humantime::parse_duration(s).unwrap_or(opts.case_timeout),
