@@ -91,6 +91,7 @@ pub enum Reply {
 pub struct Trace {
     start: Instant,
     records: Vec<TrafficRecord>,
+    enabled: bool,
 }
 
 impl Trace {
@@ -98,7 +99,18 @@ impl Trace {
         Trace {
             start,
             records: Vec::new(),
+            enabled: true,
         }
+    }
+    /// Switches recording on (the default) or off. Off, nothing is recorded and
+    /// the links skip describing what they send and receive: for load and
+    /// throughput runs, where the trace would cost more than the protocol.
+    pub fn set_enabled(&mut self, enabled: bool) {
+        self.enabled = enabled;
+    }
+    /// Whether records are kept.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
     }
     pub fn record(
         &mut self,
@@ -107,6 +119,9 @@ impl Trace {
         bytes: &[u8],
         decoded: String,
     ) {
+        if !self.enabled {
+            return;
+        }
         self.records.push(TrafficRecord {
             at: self.start.elapsed(),
             direction,
@@ -352,12 +367,14 @@ impl Link {
             Inner::Wrapper { stream, .. } => {
                 let f = WrapperFrame::new(client, wport, apdu.to_vec());
                 let bytes = f.encode();
-                self.trace.record(
-                    Direction::Sent,
-                    "apdu",
-                    apdu,
-                    format!("{} [{f}]", describe_apdu(apdu)),
-                );
+                if self.trace.is_enabled() {
+                    self.trace.record(
+                        Direction::Sent,
+                        "apdu",
+                        apdu,
+                        format!("{} [{f}]", describe_apdu(apdu)),
+                    );
+                }
                 stream.write_all(&bytes).await?;
                 stream.flush().await?;
             }
@@ -411,12 +428,14 @@ impl Link {
                         Ok(f) => {
                             let expected =
                                 f.source == wport && f.destination == client_sap && f.version == 1;
-                            self.trace.record(
-                                Direction::Received,
-                                "apdu",
-                                &f.payload,
-                                format!("{} [{f}]", describe_apdu(&f.payload)),
-                            );
+                            if self.trace.is_enabled() {
+                                self.trace.record(
+                                    Direction::Received,
+                                    "apdu",
+                                    &f.payload,
+                                    format!("{} [{f}]", describe_apdu(&f.payload)),
+                                );
+                            }
                             if expected {
                                 Ok(Reply::Apdu(f.payload))
                             } else {
@@ -638,5 +657,26 @@ impl Link {
             let _ = tokio::time::timeout(Duration::from_millis(200), stream.shutdown()).await;
         }
         self.closed = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_switching_the_trace_off_and_on() {
+        let mut t = Trace::new(Instant::now());
+        assert!(t.is_enabled());
+        t.record(Direction::Sent, "apdu", &[0xC0], "get-request".into());
+        t.set_enabled(false);
+        t.record(Direction::Sent, "apdu", &[0xC0], "get-request".into());
+        t.note("not kept");
+        assert_eq!(t.len(), 1);
+        t.set_enabled(true);
+        t.note("kept");
+        let r = t.take();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].hex, "C0");
     }
 }
