@@ -71,6 +71,9 @@ impl Client {
     }
 
     fn note_plain(&mut self, dir: Direction, plain: &[u8]) {
+        if !self.link.trace.is_enabled() {
+            return;
+        }
         self.link.trace.record(
             dir,
             "xdlms",
@@ -115,7 +118,7 @@ impl Client {
     pub fn receive(&mut self, reply: &[u8]) -> Result<Received, ClientError> {
         let assoc = self.assoc.as_mut().ok_or(ClientError::NotAssociated)?;
         let r = assoc.unwrap(reply)?;
-        if r.protection.is_some() {
+        if r.protection.is_some() && self.link.trace.is_enabled() {
             let plain = r.apdu.encode();
             self.note_plain(Direction::Received, &plain);
         }

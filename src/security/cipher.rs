@@ -9,6 +9,8 @@
 //!
 //! T is the first 12 bytes of the GCM tag.
 
+use std::fmt;
+
 use aes_gcm::aead::consts::U12;
 use aes_gcm::aes::Aes128;
 use aes_gcm::{AeadInOut, AesGcm, KeyInit, Nonce, Tag};
@@ -21,8 +23,24 @@ type DlmsGcm = AesGcm<Aes128, U12, U12>;
 /// Length of the authentication tag.
 pub const TAG_LEN: usize = 12;
 
-fn cipher(key: &Key) -> DlmsGcm {
-    DlmsGcm::new(key.expose().into())
+/// AES-GCM-128 keyed once: the AES key schedule and the GHASH key of one
+/// encryption key, computed once and reused for every APDU protected or
+/// unprotected under it (expanding the key for each APDU was the largest cost
+/// of protecting a short APDU). It holds key material: its `Debug` shows none.
+#[derive(Clone)]
+pub struct GcmKey(DlmsGcm);
+
+impl GcmKey {
+    /// Expands an encryption key (global unicast, broadcast or dedicated).
+    pub fn new(ek: &Key) -> Self {
+        GcmKey(DlmsGcm::new(ek.expose().into()))
+    }
+}
+
+impl fmt::Debug for GcmKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GcmKey(<expanded key, not shown>)")
+    }
 }
 
 fn iv(st: &SystemTitle, ic: u32) -> Nonce<U12> {
@@ -30,6 +48,14 @@ fn iv(st: &SystemTitle, ic: u32) -> Nonce<U12> {
     n[..8].copy_from_slice(&st.0);
     n[8..].copy_from_slice(&ic.to_be_bytes());
     n.into()
+}
+
+/// `SC || AK`, the additional data of authenticated encryption, without allocating.
+fn aad_sc_ak(sc: SecurityControl, ak: &Key) -> [u8; 17] {
+    let mut a = [0u8; 17];
+    a[0] = sc.0;
+    a[1..].copy_from_slice(ak.expose());
+    a
 }
 
 fn aad(sc: SecurityControl, ak: &Key, extra: &[u8]) -> Vec<u8> {
@@ -42,8 +68,14 @@ fn aad(sc: SecurityControl, ak: &Key, extra: &[u8]) -> Vec<u8> {
 
 /// GMAC over `aad` with an empty plaintext.
 pub(crate) fn gmac_raw(key: &Key, iv12: &[u8; 12], aad: &[u8]) -> [u8; TAG_LEN] {
+    gmac_with(&GcmKey::new(key), iv12, aad)
+}
+
+/// GMAC over `aad` with an empty plaintext, under an expanded key.
+fn gmac_with(gcm: &GcmKey, iv12: &[u8; 12], aad: &[u8]) -> [u8; TAG_LEN] {
     let nonce: Nonce<U12> = (*iv12).into();
-    let tag = cipher(key)
+    let tag = gcm
+        .0
         .encrypt_inout_detached(&nonce, aad, (&mut [][..]).into())
         .expect("GMAC over a bounded AAD cannot fail");
     tag.into()
@@ -67,36 +99,82 @@ pub fn protect(
     ak: &Key,
     apdu: &[u8],
 ) -> Result<Vec<u8>, SecurityError> {
+    protect_with_key(sc, st, ic, &GcmKey::new(ek), ak, apdu)
+}
+
+/// [`protect`] with an encryption key expanded once ([`GcmKey`]), for a context
+/// that protects many APDUs under the same key.
+pub fn protect_with_key(
+    sc: SecurityControl,
+    st: &SystemTitle,
+    ic: u32,
+    gcm: &GcmKey,
+    ak: &Key,
+    apdu: &[u8],
+) -> Result<Vec<u8>, SecurityError> {
+    let mut out = Vec::with_capacity(protected_len(sc, apdu.len()));
+    protect_append(&mut out, sc, st, ic, gcm, ak, apdu)?;
+    Ok(out)
+}
+
+/// Length of the content `SC || IC || (ciphertext or APDU) || [T]` that protecting
+/// an APDU of `apdu_len` bytes gives.
+pub fn protected_len(sc: SecurityControl, apdu_len: usize) -> usize {
+    5 + apdu_len + if sc.authenticated() { TAG_LEN } else { 0 }
+}
+
+/// [`protect_with_key`] appending the content to `out`, after whatever header the
+/// caller wrote there (so a glo- APDU is built in one buffer). On an error `out`
+/// is left as it was.
+pub fn protect_append(
+    out: &mut Vec<u8>,
+    sc: SecurityControl,
+    st: &SystemTitle,
+    ic: u32,
+    gcm: &GcmKey,
+    ak: &Key,
+    apdu: &[u8],
+) -> Result<(), SecurityError> {
     check_suite(sc)?;
+    if !sc.authenticated() && !sc.encrypted() {
+        return Err(SecurityError::NoProtection(sc.0));
+    }
     let nonce = iv(st, ic);
-    let mut out = Vec::with_capacity(5 + apdu.len() + TAG_LEN);
+    let header = out.len();
+    out.reserve(protected_len(sc, apdu.len()));
     out.push(sc.0);
     out.extend_from_slice(&ic.to_be_bytes());
-    match (sc.authenticated(), sc.encrypted()) {
-        (true, true) => {
-            let start = out.len();
-            out.extend_from_slice(apdu);
-            let tag = cipher(ek)
-                .encrypt_inout_detached(&nonce, &aad(sc, ak, &[]), (&mut out[start..]).into())
-                .map_err(|_| SecurityError::TooShort { len: 0, need: 0 })?;
-            out.extend_from_slice(&tag);
+    let start = out.len();
+    out.extend_from_slice(apdu);
+    let done = if sc.authenticated() && !sc.encrypted() {
+        let tag = gmac_with(gcm, &nonce.into(), &aad(sc, ak, apdu));
+        out.extend_from_slice(&tag);
+        Ok(())
+    } else {
+        // With authentication, A = SC || AK and the tag is sent; without, only the
+        // CTR part of GCM is used and the tag is dropped.
+        let a = if sc.authenticated() {
+            &aad_sc_ak(sc, ak)[..]
+        } else {
+            &[][..]
+        };
+        let r = gcm
+            .0
+            .encrypt_inout_detached(&nonce, a, (&mut out[start..]).into());
+        match r {
+            Ok(tag) if sc.authenticated() => {
+                out.extend_from_slice(&tag);
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            // Only for APDUs beyond GCM's limit of 2^36 bytes.
+            Err(_) => Err(SecurityError::TooShort { len: 0, need: 0 }),
         }
-        (true, false) => {
-            let tag = gmac_raw(ek, &nonce.into(), &aad(sc, ak, apdu));
-            out.extend_from_slice(apdu);
-            out.extend_from_slice(&tag);
-        }
-        (false, true) => {
-            let start = out.len();
-            out.extend_from_slice(apdu);
-            // CTR part of GCM; the tag is not sent.
-            let _ = cipher(ek)
-                .encrypt_inout_detached(&nonce, &[], (&mut out[start..]).into())
-                .map_err(|_| SecurityError::TooShort { len: 0, need: 0 })?;
-        }
-        (false, false) => return Err(SecurityError::NoProtection(sc.0)),
+    };
+    if done.is_err() {
+        out.truncate(header);
     }
-    Ok(out)
+    done
 }
 
 /// The result of [`unprotect`].
@@ -115,6 +193,16 @@ pub fn unprotect(
     content: &[u8],
     st: &SystemTitle,
     ek: &Key,
+    ak: &Key,
+) -> Result<Protected, SecurityError> {
+    unprotect_with_key(content, st, &GcmKey::new(ek), ak)
+}
+
+/// [`unprotect`] with an encryption key expanded once ([`GcmKey`]).
+pub fn unprotect_with_key(
+    content: &[u8],
+    st: &SystemTitle,
+    gcm: &GcmKey,
     ak: &Key,
 ) -> Result<Protected, SecurityError> {
     if content.len() < 5 {
@@ -142,12 +230,12 @@ pub fn unprotect(
                 .into();
             if enc {
                 let mut buf = payload.to_vec();
-                cipher(ek)
-                    .decrypt_inout_detached(&nonce, &aad(sc, ak, &[]), (&mut buf[..]).into(), &tag)
+                gcm.0
+                    .decrypt_inout_detached(&nonce, &aad_sc_ak(sc, ak), (&mut buf[..]).into(), &tag)
                     .map_err(|_| SecurityError::TagMismatch)?;
                 buf
             } else {
-                let expect = gmac_raw(ek, &nonce.into(), &aad(sc, ak, payload));
+                let expect = gmac_with(gcm, &nonce.into(), &aad(sc, ak, payload));
                 if !constant_time_eq(&expect, t) {
                     return Err(SecurityError::TagMismatch);
                 }
@@ -156,7 +244,8 @@ pub fn unprotect(
         }
         (false, true) => {
             let mut buf = body.to_vec();
-            let _ = cipher(ek)
+            let _ = gcm
+                .0
                 .encrypt_inout_detached(&nonce, &[], (&mut buf[..]).into())
                 .map_err(|_| SecurityError::TooShort { len: 0, need: 0 })?;
             buf
@@ -363,6 +452,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn expanded_key_gives_the_green_book_vector_and_hides_its_bytes() {
+        // dlms-facts.md 1.5, SC 0x30: the same content as `protect` with the raw key.
+        let gcm = GcmKey::new(&Key::EXAMPLE_EK);
+        let apdu = h(GET_CLOCK);
+        let out = protect_with_key(
+            SecurityControl::AUTH_ENC,
+            &ST_SERVER,
+            0x01234567,
+            &gcm,
+            &Key::EXAMPLE_AK,
+            &apdu,
+        )
+        .unwrap();
+        assert_eq!(
+            hex::encode_upper(&out),
+            "3001234567411312FF935A47566827C467BC7D825C3BE4A77C3FCC056B6B"
+        );
+        let p = unprotect_with_key(&out, &ST_SERVER, &gcm, &Key::EXAMPLE_AK).unwrap();
+        assert_eq!(p.apdu, apdu);
+        let text = format!("{gcm:?}");
+        assert!(
+            !text.contains("0102") && !text.contains("1, 2, 3"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -12,7 +12,10 @@ mod keywrap;
 
 /// The security control byte lives with the codecs; re-exported here.
 pub use crate::wire::SecurityControl;
-pub use cipher::{Protected, hls_gmac, protect, unprotect, verify_hls_gmac};
+pub use cipher::{
+    GcmKey, Protected, hls_gmac, protect, protect_append, protect_with_key, protected_len,
+    unprotect, unprotect_with_key, verify_hls_gmac,
+};
 pub use counter::{CounterCheck, ReplayGuard};
 pub use keys::{Key, KeyParseError, SystemTitle};
 pub use keywrap::{unwrap_key, wrap_key};

@@ -3,11 +3,19 @@
 //! APDUs, and unprotects incoming ones, checking the peer's invocation counter
 //! (Green Book 9.2.7.2; dlms-facts.md 1.2-1.3, 4.1).
 
+use std::borrow::Cow;
+use std::fmt;
+
 use crate::profile::{Ciphering, Protection};
 use crate::security::{
-    CounterCheck, Key, ReplayGuard, SecurityControl, SecurityError, SystemTitle, protect, unprotect,
+    CounterCheck, GcmKey, Key, ReplayGuard, SecurityControl, SecurityError, SystemTitle,
+    protect_append, protected_len, unprotect_with_key,
 };
-use crate::wire::apdu::{self, Apdu, CipheredApdu, GeneralCiphering};
+use crate::wire::apdu::{self, Apdu};
+use crate::wire::axdr::write_length;
+
+/// Length of a system title.
+const TITLE_LEN: usize = 8;
 
 /// Why an incoming protected APDU was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,6 +88,32 @@ pub struct CipherContext {
     pub peer_guard: ReplayGuard,
     /// Whether our counter has been used at 0xFFFFFFFF.
     own_exhausted: bool,
+    /// `encryption_key` expanded once (the key is public and may be replaced:
+    /// the cache knows which key it was built from). Boxed: the expanded key is
+    /// several hundred bytes, and contexts live inside other state.
+    gcm: Box<ExpandedKey>,
+}
+
+/// An expanded encryption key and the key it was expanded from.
+#[derive(Clone)]
+struct ExpandedKey {
+    key: Key,
+    gcm: GcmKey,
+}
+
+impl ExpandedKey {
+    fn new(key: &Key) -> Self {
+        ExpandedKey {
+            key: key.clone(),
+            gcm: GcmKey::new(key),
+        }
+    }
+}
+
+impl fmt::Debug for ExpandedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ExpandedKey")
+    }
 }
 
 impl CipherContext {
@@ -94,7 +128,6 @@ impl CipherContext {
         CipherContext {
             own_title,
             peer_title: None,
-            encryption_key,
             authentication_key,
             protection,
             ciphering,
@@ -102,6 +135,25 @@ impl CipherContext {
             next_ic,
             peer_guard: ReplayGuard::new(),
             own_exhausted: false,
+            gcm: Box::new(ExpandedKey::new(&encryption_key)),
+            encryption_key,
+        }
+    }
+
+    /// The expanded encryption key: the cached one while `encryption_key` is the
+    /// key it was built from, else a fresh expansion.
+    fn gcm(&self) -> Cow<'_, GcmKey> {
+        if self.gcm.key == self.encryption_key {
+            Cow::Borrowed(&self.gcm.gcm)
+        } else {
+            Cow::Owned(GcmKey::new(&self.encryption_key))
+        }
+    }
+
+    /// Re-expands the key if `encryption_key` was replaced since.
+    fn refresh_gcm(&mut self) {
+        if self.gcm.key != self.encryption_key {
+            *self.gcm = ExpandedKey::new(&self.encryption_key);
         }
     }
 
@@ -128,6 +180,7 @@ impl CipherContext {
 
     /// Protects a plain APDU with our protection level and the next counter.
     pub fn protect(&mut self, plain: &[u8]) -> Result<Vec<u8>, CipherError> {
+        self.refresh_gcm();
         let ic = self.take_ic()?;
         let sc = self.control();
         self.protect_with(plain, sc, ic, self.ciphering)
@@ -142,35 +195,41 @@ impl CipherContext {
         ic: u32,
         ciphering: Ciphering,
     ) -> Result<Vec<u8>, CipherError> {
-        let content = protect(
+        // The glo- or general-glo-ciphering APDU is built in one buffer: header,
+        // then the protected content appended in place.
+        let plain_tag = plain.first().copied().unwrap_or(0);
+        let glo_tag = match ciphering {
+            Ciphering::General => None,
+            // No glo- tag for this APDU (e.g. an exception-response): general ciphering.
+            Ciphering::ServiceSpecific => apdu::ciphered_tag_for(plain_tag, false),
+        };
+        let content_len = protected_len(sc, plain.len());
+        let mut out = Vec::with_capacity(content_len + 2 + 5 + TITLE_LEN);
+        match glo_tag {
+            Some(tag) => out.push(tag),
+            None => {
+                out.push(apdu::tags::GENERAL_GLO_CIPHERING);
+                write_length(&mut out, TITLE_LEN);
+                out.extend_from_slice(&self.own_title.0);
+            }
+        }
+        write_length(&mut out, content_len);
+        protect_append(
+            &mut out,
             sc,
             &self.own_title,
             ic,
-            &self.encryption_key,
+            &self.gcm(),
             &self.authentication_key,
             plain,
         )?;
-        let plain_tag = plain.first().copied().unwrap_or(0);
-        let wrapped = match ciphering {
-            Ciphering::General => Apdu::GeneralGloCiphering(GeneralCiphering {
-                system_title: self.own_title.0.to_vec(),
-                content,
-            }),
-            Ciphering::ServiceSpecific => match apdu::ciphered_tag_for(plain_tag, false) {
-                Some(tag) => Apdu::Ciphered(CipheredApdu { tag, content }),
-                // No glo- tag for this APDU (e.g. an exception-response): general ciphering.
-                None => Apdu::GeneralGloCiphering(GeneralCiphering {
-                    system_title: self.own_title.0.to_vec(),
-                    content,
-                }),
-            },
-        };
-        Ok(wrapped.encode())
+        Ok(out)
     }
 
     /// Unprotects a ciphered APDU from the peer: verifies, deciphers, checks the
     /// counter against the replay guard, and checks the protection level.
     pub fn unprotect(&mut self, apdu: &Apdu) -> Result<Unprotected, CipherError> {
+        self.refresh_gcm();
         let u = self.open(apdu)?;
         match self.peer_guard.check(u.ic) {
             CounterCheck::Accepted => {}
@@ -203,12 +262,7 @@ impl CipherContext {
             other => return Err(CipherError::NotCiphered(other.name().to_owned())),
         };
         let sender = title.or(self.peer_title).ok_or(CipherError::NoPeerTitle)?;
-        let p = unprotect(
-            content,
-            &sender,
-            &self.encryption_key,
-            &self.authentication_key,
-        )?;
+        let p = unprotect_with_key(content, &sender, &self.gcm(), &self.authentication_key)?;
         let inner = Apdu::decode(&p.apdu).map_err(|e| CipherError::Garbled(e.to_string()))?;
         Ok(Unprotected {
             apdu: inner,
@@ -315,6 +369,93 @@ mod tests {
         );
         assert!(CipherContext::meets(SecurityControl::AUTH_ENC, Protection::Authenticated).is_ok());
         assert!(CipherContext::meets(SecurityControl::ENC, Protection::None).is_ok());
+    }
+
+    #[test]
+    fn builds_the_same_bytes_as_the_apdu_types() {
+        // protect_with writes header and content into one buffer; it must equal
+        // the CipheredApdu / GeneralCiphering encodings of `security::protect`,
+        // short and long (two-byte length) APDUs alike.
+        use crate::security::protect;
+        use crate::wire::apdu::{CipheredApdu, GeneralCiphering};
+        let (client, _) = pair(Ciphering::ServiceSpecific);
+        for len in [0usize, 1, 13, 110, 111, 300] {
+            let mut plain = vec![0xC0; len];
+            if len == 1 {
+                plain[0] = 0xD8; // exception-response: no glo- tag, general ciphering
+            }
+            for sc in [0x10u8, 0x20, 0x30, 0x31] {
+                let sc = SecurityControl(sc);
+                let content = protect(
+                    sc,
+                    &client.own_title,
+                    77,
+                    &Key::EXAMPLE_EK,
+                    &Key::EXAMPLE_AK,
+                    &plain,
+                )
+                .unwrap();
+                let general = Apdu::GeneralGloCiphering(GeneralCiphering {
+                    system_title: client.own_title.0.to_vec(),
+                    content: content.clone(),
+                })
+                .encode();
+                let specific =
+                    match apdu::ciphered_tag_for(plain.first().copied().unwrap_or(0), false) {
+                        Some(tag) => Apdu::Ciphered(CipheredApdu { tag, content }).encode(),
+                        None => general.clone(),
+                    };
+                let got = |c| client.protect_with(&plain, sc, 77, c).unwrap();
+                assert_eq!(got(Ciphering::ServiceSpecific), specific, "{len} {sc}");
+                assert_eq!(got(Ciphering::General), general, "{len} {sc}");
+            }
+        }
+        assert!(
+            client
+                .protect_with(b"x", SecurityControl(0x00), 1, Ciphering::General)
+                .is_err()
+        );
+        assert!(
+            client
+                .protect_with(b"x", SecurityControl(0x32), 1, Ciphering::General)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn accepts_a_replaced_encryption_key_at_once() {
+        // The expanded key is cached; replacing the public key field (a key
+        // transfer) must take effect for the very next APDU, both ways.
+        let (mut client, mut server) = pair(Ciphering::ServiceSpecific);
+        let plain = hex::decode(GET_CLOCK).unwrap();
+        let new = Key::new([0x42; 16]);
+        client.encryption_key = new.clone();
+        let req = Apdu::decode(&client.protect(&plain).unwrap()).unwrap();
+        assert!(server.open(&req).is_err(), "the old key must not open it");
+        server.encryption_key = new;
+        assert_eq!(server.open(&req).unwrap().plain, plain);
+        assert_eq!(server.unprotect(&req).unwrap().plain, plain);
+        // protect_with (no refresh of the cache) uses the new key too.
+        let (mut fresh, _) = pair(Ciphering::ServiceSpecific);
+        fresh.encryption_key = Key::new([0x42; 16]);
+        let w = fresh
+            .protect_with(
+                &plain,
+                SecurityControl::AUTH_ENC,
+                9,
+                Ciphering::ServiceSpecific,
+            )
+            .unwrap();
+        assert_eq!(
+            server.open(&Apdu::decode(&w).unwrap()).unwrap().plain,
+            plain
+        );
+        // Debug shows no key material.
+        let text = format!("{server:?}");
+        assert!(
+            !text.contains("42, 42") && !text.contains("424242"),
+            "{text}"
+        );
     }
 
     #[test]

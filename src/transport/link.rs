@@ -92,6 +92,7 @@ pub enum Reply {
 pub struct Trace {
     start: Instant,
     records: Vec<TrafficRecord>,
+    enabled: bool,
 }
 
 impl Trace {
@@ -99,7 +100,18 @@ impl Trace {
         Trace {
             start,
             records: Vec::new(),
+            enabled: true,
         }
+    }
+    /// Switches recording on (the default) or off. Off, nothing is recorded and
+    /// the links skip describing what they send and receive: for load and
+    /// throughput runs, where the trace would cost more than the protocol.
+    pub fn set_enabled(&mut self, enabled: bool) {
+        self.enabled = enabled;
+    }
+    /// Whether records are kept.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
     }
     pub fn record(
         &mut self,
@@ -108,6 +120,9 @@ impl Trace {
         bytes: &[u8],
         decoded: String,
     ) {
+        if !self.enabled {
+            return;
+        }
         self.records.push(TrafficRecord {
             at: self.start.elapsed(),
             direction,
@@ -555,12 +570,14 @@ impl Link {
             Inner::Wrapper { stream, .. } => {
                 let f = WrapperFrame::new(client, wport, apdu.to_vec());
                 let bytes = f.encode();
-                self.trace.record(
-                    Direction::Sent,
-                    "apdu",
-                    apdu,
-                    format!("{} [{f}]", describe_apdu(apdu)),
-                );
+                if self.trace.is_enabled() {
+                    self.trace.record(
+                        Direction::Sent,
+                        "apdu",
+                        apdu,
+                        format!("{} [{f}]", describe_apdu(apdu)),
+                    );
+                }
                 stream.write_all(&bytes).await?;
                 stream.flush().await?;
             }
@@ -645,12 +662,14 @@ impl Link {
             match deframer.next_frame() {
                 Some(Ok(f)) => {
                     raw.drain(..HEADER_LEN.saturating_add(f.payload.len()).min(raw.len()));
-                    self.trace.record(
-                        Direction::Received,
-                        "apdu",
-                        &f.payload,
-                        format!("{} [{f}]", describe_apdu(&f.payload)),
-                    );
+                    if self.trace.is_enabled() {
+                        self.trace.record(
+                            Direction::Received,
+                            "apdu",
+                            &f.payload,
+                            format!("{} [{f}]", describe_apdu(&f.payload)),
+                        );
+                    }
                     return if f.source == wport && f.destination == client_sap {
                         Ok(Reply::Apdu(f.payload))
                     } else {

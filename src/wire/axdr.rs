@@ -161,7 +161,13 @@ pub struct CompactArray {
 
 impl CompactArray {
     /// Decodes the contents as a list of values of the described type.
+    ///
+    /// A description with a part that takes no bytes (null-data, dont-care, an
+    /// array of 0 elements, an empty structure, or anything made only of these) is
+    /// refused: its values would cost nothing on the wire, so a few bytes could
+    /// stand for endless values (found by fuzzing: `13 00 02 30 05` looped forever).
     pub fn elements(&self) -> WireResult<Vec<Data>> {
+        min_untagged_size(&self.description, 1)?;
         let mut r = Reader::new(&self.contents);
         let mut out = Vec::new();
         while !r.is_empty() {
@@ -169,6 +175,36 @@ impl CompactArray {
         }
         Ok(out)
     }
+}
+
+/// The fewest bytes a value of `d` takes in compact-array contents; an error when
+/// `d`, or any part of it, takes none. Every value decoded from contents then
+/// consumes at least one byte per level of nesting, which bounds the output.
+fn min_untagged_size(d: &TypeDescription, depth: usize) -> WireResult<usize> {
+    if depth > MAX_DEPTH {
+        return Err(WireError::TooDeep {
+            what: "compact-array type description",
+            limit: MAX_DEPTH,
+        });
+    }
+    let size = match d {
+        // Variable-length simple types carry at least their length byte.
+        TypeDescription::Simple(t) => fixed_size(*t).unwrap_or(1),
+        TypeDescription::Array { count, element } => {
+            usize::from(*count).saturating_mul(min_untagged_size(element, depth + 1)?)
+        }
+        TypeDescription::Structure(items) => items.iter().try_fold(0usize, |sum, i| {
+            Ok::<_, WireError>(sum.saturating_add(min_untagged_size(i, depth + 1)?))
+        })?,
+    };
+    if size == 0 {
+        return Err(WireError::invalid(
+            "compact-array type description",
+            "a part of the described type takes no bytes (null-data, dont-care, \
+             an empty array or structure), so the contents cannot be counted",
+        ));
+    }
+    Ok(size)
 }
 
 /// Writes an A-XDR length: one byte below 0x80, otherwise 0x80 | n followed by n bytes.
@@ -760,6 +796,64 @@ mod tests {
                 Data::Structure(vec![Data::LongUnsigned(1), Data::Unsigned(2)]),
                 Data::Structure(vec![Data::LongUnsigned(3), Data::Unsigned(4)]),
             ]
+        );
+    }
+
+    #[test]
+    fn rejects_compact_array_of_types_that_take_no_bytes() {
+        // Found by the `axdr` fuzz target (fuzz/regressions/axdr/): a compact-array
+        // of null-data with two bytes of contents made `elements` loop forever,
+        // allocating, as each null-data element consumed nothing.
+        let d = Data::decode(&[0x13, 0x00, 0x02, 0x30, 0x05]).unwrap();
+        let Data::CompactArray(c) = d else {
+            panic!("{d:?}")
+        };
+        assert!(c.elements().is_err());
+        // Arrays of arrays of nothing, and structures with a part that is nothing
+        // (a few bytes standing for billions of values, or for 1000 values per byte).
+        let nothing = |count| TypeDescription::Array {
+            count,
+            element: Box::new(TypeDescription::Array {
+                count: 0xFFFF,
+                element: Box::new(TypeDescription::Simple(tag::NULL_DATA)),
+            }),
+        };
+        for description in [
+            nothing(0xFFFF),
+            TypeDescription::Array {
+                count: 0,
+                element: Box::new(TypeDescription::Simple(tag::UNSIGNED)),
+            },
+            TypeDescription::Structure(vec![]),
+            TypeDescription::Structure(vec![
+                TypeDescription::Simple(tag::UNSIGNED),
+                TypeDescription::Simple(tag::DONT_CARE),
+            ]),
+        ] {
+            let c = CompactArray {
+                description,
+                contents: vec![1, 2, 3],
+            };
+            assert!(c.elements().is_err(), "{:?}", c.description);
+        }
+    }
+
+    #[test]
+    fn accepts_compact_array_with_variable_length_elements() {
+        // array of 2 octet-strings: each takes at least its length byte.
+        let c = CompactArray {
+            description: TypeDescription::Array {
+                count: 2,
+                element: Box::new(TypeDescription::Simple(tag::OCTET_STRING)),
+            },
+            contents: vec![0x00, 0x01, 0xAB],
+        };
+        assert_eq!(
+            c.elements().unwrap(),
+            vec![Data::Array(vec![
+                Data::OctetString(vec![]),
+                Data::OctetString(vec![0xAB])
+            ])]
         );
     }
 

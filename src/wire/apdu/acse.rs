@@ -479,6 +479,15 @@ fn context_from(content: &[u8], what: &'static str) -> WireResult<AppContext> {
 /// Writes the inner xDLMS APDU of a user-information field for a Display.
 fn write_user_info(f: &mut fmt::Formatter<'_>, ui: &[u8]) -> fmt::Result {
     match Apdu::decode(ui) {
+        // An ACSE APDU inside user-information is not expanded: its own
+        // user-information could hold another, and so on, and a 64 KiB AARE
+        // nested thousands deep overflowed the stack of whoever printed it.
+        Ok(a @ (Apdu::Aarq(_) | Apdu::Aare(_) | Apdu::Rlrq(_) | Apdu::Rlre(_))) => write!(
+            f,
+            ", user-information {} byte(s): a nested {} (not expanded)",
+            ui.len(),
+            a.name()
+        ),
         Ok(a) => write!(f, ", {a}"),
         Err(e) => write!(
             f,
@@ -1211,5 +1220,30 @@ mod tests {
         assert_eq!(oid_to_string(&h("6085")), "6085");
         assert_eq!(oid_to_string(&[]), "(empty OID)");
         assert_eq!(oid_to_string(&[0xFF; 12]), hex::encode_upper([0xFF; 12]));
+    }
+    #[test]
+    fn accepts_deeply_nested_user_information_in_display() {
+        // An AARQ whose user-information is an AARQ whose user-information is an
+        // AARQ... (60 kB, 2600 deep) overflowed a 2 MiB stack when displayed,
+        // aborting the process: a device could crash the harness through its
+        // trace. Display now expands one level only.
+        let mut inner = vec![
+            0x01, 0x00, 0x00, 0x00, 0x06, 0x5F, 0x1F, 0x04, 0x00, 0x00, 0x1E, 0x1D, 0x04, 0x00,
+        ];
+        let mut levels = 0;
+        while inner.len() < 60_000 {
+            let mut a = Aarq::new(AppContext::LnNoCipher);
+            a.user_information = Some(inner);
+            inner = Apdu::Aarq(a).encode();
+            levels += 1;
+        }
+        assert!(levels > 2000);
+        let text = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || Apdu::decode(&inner).unwrap().to_string())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(text.contains("a nested AARQ (not expanded)"), "{text}");
     }
 }

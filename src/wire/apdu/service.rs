@@ -543,7 +543,9 @@ impl GetRequest {
 
     /// Encodes the get-request.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![tags::GET_REQUEST];
+        // Room for a short request or response without regrowing (hot path).
+        let mut out = Vec::with_capacity(32);
+        out.push(tags::GET_REQUEST);
         match self {
             GetRequest::Normal {
                 invoke_id,
@@ -659,7 +661,9 @@ impl GetResponse {
 
     /// Encodes the get-response.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![tags::GET_RESPONSE];
+        // Room for a short request or response without regrowing (hot path).
+        let mut out = Vec::with_capacity(32);
+        out.push(tags::GET_RESPONSE);
         match self {
             GetResponse::Normal { invoke_id, result } => {
                 out.extend_from_slice(&[1, *invoke_id]);
