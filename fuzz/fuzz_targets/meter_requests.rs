@@ -9,6 +9,8 @@
 //! * bit 2: general-glo-ciphering instead of service-specific glo- APDUs.
 //! * bit 3: stop after the AARE (HLS pass 3 not sent).
 //! * bit 4: eight bytes of quirk flags follow (see `sim::Quirk::ALL`).
+//! * bit 5: the client proposes a max receive PDU of 128 bytes (not 1024), so
+//!   long GET results come in blocks (GetRequest::Next paths).
 //! * a record: `ctl | len (1 byte, or 2 when ctl bit 3) | bytes`. ctl bit 0:
 //!   protect the bytes through the association (when it is ciphered); bits 1-2:
 //!   the client SAP it comes from (the associated client, 16, 1, 2).
@@ -104,8 +106,12 @@ fuzz_target!(|data: &[u8]| {
             Some(c)
         }
     };
+    let small_pdu = selector & 0x20 != 0;
     let mut assoc = profile.and_then(|mut c| {
         c.ciphering = ciphering;
+        if small_pdu {
+            c.max_pdu_size = 128;
+        }
         rig.associate(&c, skip_pass3)
     });
     let own_sap = assoc.as_ref().map_or(16, |a| a.client_sap);

@@ -960,7 +960,7 @@ impl Meter {
             }) => {
                 let id = invoke(*invoke_id);
                 match &mut a.blocks {
-                    Some(p) if *block_number + 1 == p.next_block => {
+                    Some(p) if block_number.checked_add(1) == Some(p.next_block) => {
                         let r = next_block(p);
                         if p.data.is_empty() {
                             a.blocks = None;
@@ -1445,7 +1445,7 @@ fn next_block(p: &mut PendingBlocks) -> Apdu {
             result: Ok(chunk),
         },
     });
-    p.next_block += 1;
+    p.next_block = p.next_block.saturating_add(1);
     r
 }
 

@@ -433,3 +433,34 @@ fn no_service_without_an_association() {
         Apdu::ExceptionResponse(_)
     ));
 }
+
+#[test]
+fn rejects_next_block_number_at_the_counter_limit() {
+    // GetRequest::Next with block number 0xFFFFFFFF during a long GET: the meter
+    // computed `block_number + 1`, which overflows (a panic with debug
+    // assertions, as in tests and fuzzing builds). It must answer
+    // data-block-number-invalid instead.
+    let mut rig = Rig::new(&[]);
+    let mut c = ClientProfile::management();
+    c.max_pdu_size = 128;
+    let mut a = rig.associate(&c, 1);
+    let first = rig.get(&mut a, 15, Obis::CURRENT_ASSOCIATION, 2);
+    assert!(
+        matches!(first, Apdu::GetResponse(GetResponse::WithDatablock { .. })),
+        "{first}"
+    );
+    let req = Apdu::GetRequest(GetRequest::Next {
+        invoke_id: 0xC1,
+        block_number: u32::MAX,
+    });
+    let bytes = a.wrap(&req.encode()).unwrap();
+    let resp = rig.exchange(1, &bytes).unwrap();
+    let Apdu::GetResponse(GetResponse::WithDatablock { block, .. }) = a.unwrap(&resp).unwrap().apdu
+    else {
+        panic!("expected a data block")
+    };
+    assert_eq!(
+        block.result,
+        Err(crate::wire::apdu::DataAccessResult::DataBlockNumberInvalid)
+    );
+}
