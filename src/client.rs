@@ -18,6 +18,10 @@ use crate::wire::apdu::{
 };
 use crate::wire::axdr::Data;
 
+/// Most blocks a GET block transfer may take (at the smallest PDU, far more
+/// than any attribute needs).
+pub const MAX_BLOCKS: u32 = 100_000;
+
 /// Why a client operation failed (the device's negative answers are not errors).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
@@ -221,6 +225,12 @@ impl Client {
                             ))
                         })?;
                         return Ok(GetOutcome::Data(d));
+                    }
+                    // A device sending empty blocks forever must not keep us looping.
+                    if expected_block >= MAX_BLOCKS {
+                        return Err(ClientError::Protocol(format!(
+                            "block transfer: more than {MAX_BLOCKS} blocks"
+                        )));
                     }
                     let next = Apdu::GetRequest(GetRequest::Next {
                         invoke_id,
