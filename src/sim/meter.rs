@@ -304,7 +304,14 @@ impl Meter {
         }
     }
 
+    /// The server-to-client challenge StoC: 16 random bytes, as a real meter's
+    /// would be (a predictable challenge would let a recorded f(StoC) be reused).
+    /// Should the OS random source fail, a per-connection derivation stands in.
     fn next_challenge(&self, conn: &mut Connection) -> Vec<u8> {
+        let mut random = vec![0u8; 16];
+        if getrandom::fill(&mut random).is_ok() {
+            return random;
+        }
         conn.challenges += 1;
         let mut label = conn.challenge_seed.to_be_bytes().to_vec();
         label.extend_from_slice(&conn.challenges.to_be_bytes());
