@@ -38,10 +38,10 @@ impl Rig {
     fn exchange(&mut self, sap: u16, request: &[u8]) -> Option<Vec<u8>> {
         let r = self.meter.handle(&mut self.conn, sap, request, NOW);
         self.meter.after_response(&mut self.conn);
-        if let Some(resp) = &r {
-            if let Err(e) = Apdu::decode(resp) {
-                panic!("the meter answered an undecodable APDU ({e}): {resp:02X?}");
-            }
+        if let Some(resp) = &r
+            && let Err(e) = Apdu::decode(resp)
+        {
+            panic!("the meter answered an undecodable APDU ({e}): {resp:02X?}");
         }
         r
     }
@@ -146,10 +146,10 @@ fuzz_target!(|data: &[u8]| {
         let Some(resp) = rig.exchange(sap, &wrapped) else {
             continue;
         };
-        if let Some(a) = &mut assoc {
-            if let Ok(r) = a.unwrap(&resp) {
-                let _ = r.apdu.to_string();
-            }
+        if let Some(a) = &mut assoc
+            && let Ok(r) = a.unwrap(&resp)
+        {
+            let _ = r.apdu.to_string();
         }
     }
 });
