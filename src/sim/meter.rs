@@ -193,20 +193,8 @@ fn exception(state: u8, service: u8, ic: Option<u32>) -> Apdu {
 
 fn aare_reject(context: AppContext, diagnostic: AcseDiagnostic, user: Option<Vec<u8>>) -> Apdu {
     Apdu::Aare(Aare {
-        protocol_version: None,
-        application_context: context,
-        result: 1,
-        diagnostic,
-        responding_ap_title: None,
-        responding_ae_qualifier: None,
-        responding_ap_invocation_id: None,
-        responding_ae_invocation_id: None,
-        responder_acse_requirements: None,
-        mechanism: None,
-        responding_authentication_value: None,
-        implementation_information: None,
         user_information: user,
-        unknown: vec![],
+        ..Aare::new(context, 1, diagnostic)
     })
 }
 
