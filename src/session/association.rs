@@ -195,7 +195,7 @@ pub fn start(req: AssociationRequest) -> Result<(ExpectAare, Apdu), SessionError
         user_information: Some(user_information),
         unknown: vec![],
     };
-    Ok((ExpectAare { req, cipher }, Apdu::Aarq(aarq)))
+    Ok((ExpectAare { req, cipher }, Apdu::from(aarq)))
 }
 
 /// Waiting for the AARE.
@@ -253,7 +253,7 @@ impl ExpectAare {
                 });
             }
         };
-        self.handle_aare(aare)
+        self.handle_aare(*aare)
     }
 
     fn handle_aare(mut self, aare: Aare) -> Result<AareOutcome, SessionError> {

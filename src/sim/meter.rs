@@ -192,7 +192,7 @@ fn exception(state: u8, service: u8, ic: Option<u32>) -> Apdu {
 }
 
 fn aare_reject(context: AppContext, diagnostic: AcseDiagnostic, user: Option<Vec<u8>>) -> Apdu {
-    Apdu::Aare(Aare {
+    Apdu::from(Aare {
         user_information: user,
         ..Aare::new(context, 1, diagnostic)
     })
@@ -245,7 +245,7 @@ impl Meter {
             }
         };
         match apdu {
-            Apdu::Aarq(aarq) => Some(self.handle_aarq(conn, client_sap, aarq)),
+            Apdu::Aarq(aarq) => Some(self.handle_aarq(conn, client_sap, *aarq)),
             Apdu::Rlrq(rlrq) => self.handle_rlrq(conn, rlrq),
             other => Some(self.handle_service(conn, client_sap, other, now_unix)),
         }
@@ -497,7 +497,7 @@ impl Meter {
         };
         let hls = offered == Mechanism::HlsGmac;
         let stoc = hls.then(|| self.next_challenge(conn));
-        let aare = Apdu::Aare(Aare {
+        let aare = Apdu::from(Aare {
             protocol_version: None,
             application_context: aarq.application_context.clone(),
             result: 0,

@@ -1234,7 +1234,7 @@ mod tests {
         while inner.len() < 60_000 {
             let mut a = Aarq::new(AppContext::LnNoCipher);
             a.user_information = Some(inner);
-            inner = Apdu::Aarq(a).encode();
+            inner = Apdu::from(a).encode();
             levels += 1;
         }
         assert!(levels > 2000);

@@ -165,10 +165,11 @@ pub fn tag_name(tag: u8) -> &'static str {
 /// Any APDU.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Apdu {
-    /// AARQ (0x60).
-    Aarq(Aarq),
+    /// AARQ (0x60). Boxed, as is the AARE: they are several times larger than
+    /// every xDLMS APDU, and each Apdu would otherwise be as large as they are.
+    Aarq(Box<Aarq>),
     /// AARE (0x61).
-    Aare(Aare),
+    Aare(Box<Aare>),
     /// RLRQ (0x62).
     Rlrq(Rlrq),
     /// RLRE (0x63).
@@ -218,9 +219,19 @@ macro_rules! from_impls {
     };
 }
 
+impl From<Aarq> for Apdu {
+    fn from(v: Aarq) -> Apdu {
+        Apdu::Aarq(Box::new(v))
+    }
+}
+
+impl From<Aare> for Apdu {
+    fn from(v: Aare) -> Apdu {
+        Apdu::Aare(Box::new(v))
+    }
+}
+
 from_impls!(
-    Aarq,
-    Aare,
     Rlrq,
     Rlre,
     InitiateRequest,
@@ -275,8 +286,8 @@ impl Apdu {
             return Ok(unknown());
         }
         Ok(match tag {
-            tags::AARQ => Apdu::Aarq(Aarq::decode(bytes)?),
-            tags::AARE => Apdu::Aare(Aare::decode(bytes)?),
+            tags::AARQ => Apdu::Aarq(Box::new(Aarq::decode(bytes)?)),
+            tags::AARE => Apdu::Aare(Box::new(Aare::decode(bytes)?)),
             tags::RLRQ => Apdu::Rlrq(Rlrq::decode(bytes)?),
             tags::RLRE => Apdu::Rlre(Rlre::decode(bytes)?),
             tags::INITIATE_REQUEST => Apdu::InitiateRequest(InitiateRequest::decode(bytes)?),
@@ -1094,8 +1105,8 @@ mod tests {
     fn arb_apdu() -> impl Strategy<Value = Apdu> {
         let release = || (option::of(any::<u8>()), ob(40));
         prop_oneof![
-            arb_aarq().prop_map(Apdu::Aarq),
-            arb_aare().prop_map(Apdu::Aare),
+            arb_aarq().prop_map(Apdu::from),
+            arb_aare().prop_map(Apdu::from),
             release().prop_map(|(reason, user_information)| Apdu::Rlrq(Rlrq {
                 reason,
                 user_information
