@@ -9,16 +9,11 @@
 //!
 //! T is the first 12 bytes of the GCM tag.
 
+use std::borrow::Cow;
 use std::fmt;
 
-use aes_gcm::aead::consts::U12;
-use aes_gcm::aes::Aes128;
-use aes_gcm::{AeadInOut, AesGcm, KeyInit, Nonce, Tag};
-
+use super::gcm::{AadHash, Gcm, GcmError, constant_time_eq};
 use super::{Key, SecurityControl, SecurityError, SystemTitle};
-
-/// AES-GCM with a 96-bit IV and a 96-bit tag.
-type DlmsGcm = AesGcm<Aes128, U12, U12>;
 
 /// Length of the authentication tag.
 pub const TAG_LEN: usize = 12;
@@ -26,14 +21,44 @@ pub const TAG_LEN: usize = 12;
 /// AES-GCM-128 keyed once: the AES key schedule and the GHASH key of one
 /// encryption key, computed once and reused for every APDU protected or
 /// unprotected under it (expanding the key for each APDU was the largest cost
-/// of protecting a short APDU). It holds key material: its `Debug` shows none.
+/// of protecting a short APDU). With [`GcmKey::prepare`] it also holds the GHASH
+/// of `SC || AK`, the additional data of every authenticated and encrypted APDU
+/// of an association. It holds key material: its `Debug` shows none.
 #[derive(Clone)]
-pub struct GcmKey(DlmsGcm);
+pub struct GcmKey {
+    gcm: Gcm,
+    /// The security control and authentication key `sc_ak` was computed for.
+    prepared: Option<(SecurityControl, Key, AadHash)>,
+}
 
 impl GcmKey {
     /// Expands an encryption key (global unicast, broadcast or dedicated).
     pub fn new(ek: &Key) -> Self {
-        GcmKey(DlmsGcm::new(ek.expose().into()))
+        GcmKey {
+            gcm: Gcm::new(ek.expose()),
+            prepared: None,
+        }
+    }
+
+    /// Precomputes the GHASH of `SC || AK` for this security control and
+    /// authentication key (other values still work, computed per APDU).
+    pub fn prepare(&mut self, sc: SecurityControl, ak: &Key) {
+        if !self.is_prepared(sc, ak) {
+            let hash = self.gcm.aad(&aad_sc_ak(sc, ak));
+            self.prepared = Some((sc, ak.clone(), hash));
+        }
+    }
+
+    fn is_prepared(&self, sc: SecurityControl, ak: &Key) -> bool {
+        matches!(&self.prepared, Some((s, k, _)) if *s == sc && k == ak)
+    }
+
+    /// The GHASH of `SC || AK`: the prepared one, or computed now.
+    fn sc_ak(&self, sc: SecurityControl, ak: &Key) -> Cow<'_, AadHash> {
+        match &self.prepared {
+            Some((s, k, hash)) if *s == sc && k == ak => Cow::Borrowed(hash),
+            _ => Cow::Owned(self.gcm.aad(&aad_sc_ak(sc, ak))),
+        }
     }
 }
 
@@ -43,11 +68,11 @@ impl fmt::Debug for GcmKey {
     }
 }
 
-fn iv(st: &SystemTitle, ic: u32) -> Nonce<U12> {
+fn iv(st: &SystemTitle, ic: u32) -> [u8; 12] {
     let mut n = [0u8; 12];
     n[..8].copy_from_slice(&st.0);
     n[8..].copy_from_slice(&ic.to_be_bytes());
-    n.into()
+    n
 }
 
 /// `SC || AK`, the additional data of authenticated encryption, without allocating.
@@ -73,12 +98,22 @@ pub(crate) fn gmac_raw(key: &Key, iv12: &[u8; 12], aad: &[u8]) -> [u8; TAG_LEN] 
 
 /// GMAC over `aad` with an empty plaintext, under an expanded key.
 fn gmac_with(gcm: &GcmKey, iv12: &[u8; 12], aad: &[u8]) -> [u8; TAG_LEN] {
-    let nonce: Nonce<U12> = (*iv12).into();
     let tag = gcm
-        .0
-        .encrypt_inout_detached(&nonce, aad, (&mut [][..]).into())
-        .expect("GMAC over a bounded AAD cannot fail");
-    tag.into()
+        .gcm
+        .seal(iv12, &gcm.gcm.aad(aad), &mut [])
+        .expect("GMAC of an empty message cannot be too long");
+    truncate(tag)
+}
+
+fn truncate(tag: [u8; 16]) -> [u8; TAG_LEN] {
+    let mut t = [0u8; TAG_LEN];
+    t.copy_from_slice(&tag[..TAG_LEN]);
+    t
+}
+
+/// Only for messages beyond GCM's limit of 64 GiB for one IV.
+fn too_long(len: usize) -> SecurityError {
+    SecurityError::TooLong { len }
 }
 
 fn check_suite(sc: SecurityControl) -> Result<(), SecurityError> {
@@ -146,30 +181,25 @@ pub fn protect_append(
     out.extend_from_slice(&ic.to_be_bytes());
     let start = out.len();
     out.extend_from_slice(apdu);
-    let done = if sc.authenticated() && !sc.encrypted() {
-        let tag = gmac_with(gcm, &nonce.into(), &aad(sc, ak, apdu));
-        out.extend_from_slice(&tag);
-        Ok(())
-    } else {
-        // With authentication, A = SC || AK and the tag is sent; without, only the
-        // CTR part of GCM is used and the tag is dropped.
-        let a = if sc.authenticated() {
-            &aad_sc_ak(sc, ak)[..]
-        } else {
-            &[][..]
-        };
-        let r = gcm
-            .0
-            .encrypt_inout_detached(&nonce, a, (&mut out[start..]).into());
-        match r {
-            Ok(tag) if sc.authenticated() => {
-                out.extend_from_slice(&tag);
+    let done = match (sc.authenticated(), sc.encrypted()) {
+        // A = SC || AK || APDU, P empty: the tag follows the APDU in clear.
+        (true, false) => {
+            out.extend_from_slice(&gmac_with(gcm, &nonce, &aad(sc, ak, apdu)));
+            Ok(())
+        }
+        // A = SC || AK, P = APDU.
+        (true, true) => match gcm.gcm.seal(&nonce, &gcm.sc_ak(sc, ak), &mut out[start..]) {
+            Ok(tag) => {
+                out.extend_from_slice(&tag[..TAG_LEN]);
                 Ok(())
             }
-            Ok(_) => Ok(()),
-            // Only for APDUs beyond GCM's limit of 2^36 bytes.
-            Err(_) => Err(SecurityError::TooShort { len: 0, need: 0 }),
-        }
+            Err(_) => Err(too_long(apdu.len())),
+        },
+        // Only the counter-mode part of GCM, no tag.
+        _ => gcm
+            .gcm
+            .ctr(&nonce, &mut out[start..])
+            .map_err(|_| too_long(apdu.len())),
     };
     if done.is_err() {
         out.truncate(header);
@@ -225,17 +255,17 @@ pub fn unprotect_with_key(
                 });
             }
             let (payload, t) = body.split_at(body.len() - TAG_LEN);
-            let tag: Tag<U12> = <[u8; TAG_LEN]>::try_from(t)
-                .map_err(|_| SecurityError::TagMismatch)?
-                .into();
             if enc {
                 let mut buf = payload.to_vec();
-                gcm.0
-                    .decrypt_inout_detached(&nonce, &aad_sc_ak(sc, ak), (&mut buf[..]).into(), &tag)
-                    .map_err(|_| SecurityError::TagMismatch)?;
+                gcm.gcm
+                    .open(&nonce, &gcm.sc_ak(sc, ak), &mut buf, t)
+                    .map_err(|e| match e {
+                        GcmError::TagMismatch => SecurityError::TagMismatch,
+                        GcmError::TooLong => too_long(payload.len()),
+                    })?;
                 buf
             } else {
-                let expect = gmac_with(gcm, &nonce.into(), &aad(sc, ak, payload));
+                let expect = gmac_with(gcm, &nonce, &aad(sc, ak, payload));
                 if !constant_time_eq(&expect, t) {
                     return Err(SecurityError::TagMismatch);
                 }
@@ -244,10 +274,9 @@ pub fn unprotect_with_key(
         }
         (false, true) => {
             let mut buf = body.to_vec();
-            let _ = gcm
-                .0
-                .encrypt_inout_detached(&nonce, &[], (&mut buf[..]).into())
-                .map_err(|_| SecurityError::TooShort { len: 0, need: 0 })?;
+            gcm.gcm
+                .ctr(&nonce, &mut buf)
+                .map_err(|_| too_long(body.len()))?;
             buf
         }
         (false, false) => return Err(SecurityError::NoProtection(sc.0)),
@@ -266,7 +295,7 @@ pub fn hls_gmac(
     challenge: &[u8],
 ) -> [u8; 17] {
     let sc = SecurityControl(sc.0 | SecurityControl::AUTHENTICATION);
-    let t = gmac_raw(ek, &iv(st, ic).into(), &aad(sc, ak, challenge));
+    let t = gmac_raw(ek, &iv(st, ic), &aad(sc, ak, challenge));
     let mut out = [0u8; 17];
     out[0] = sc.0;
     out[1..5].copy_from_slice(&ic.to_be_bytes());
@@ -295,16 +324,12 @@ pub fn verify_hls_gmac(
         return Err(SecurityError::NoProtection(sc.0));
     }
     let ic = u32::from_be_bytes([reply[1], reply[2], reply[3], reply[4]]);
-    let expect = gmac_raw(ek, &iv(st, ic).into(), &aad(sc, ak, challenge));
+    let expect = gmac_raw(ek, &iv(st, ic), &aad(sc, ak, challenge));
     if constant_time_eq(&expect, &reply[5..]) {
         Ok(ic)
     } else {
         Err(SecurityError::TagMismatch)
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 mod cipher;
 mod counter;
+mod gcm;
 mod keys;
 mod keywrap;
 
@@ -34,6 +35,9 @@ pub enum SecurityError {
     /// The protected content is too short for SC, IC and (when authenticated) the tag.
     #[error("protected content too short: {len} byte(s), need at least {need}")]
     TooShort { len: usize, need: usize },
+    /// A message longer than AES-GCM allows under one IV (64 GiB).
+    #[error("message of {len} bytes is longer than AES-GCM allows under one IV")]
+    TooLong { len: usize },
     /// A security control byte with neither authentication nor encryption where one is required.
     #[error("security control 0x{0:02X} requests neither authentication nor encryption")]
     NoProtection(u8),

@@ -150,11 +150,14 @@ impl CipherContext {
         }
     }
 
-    /// Re-expands the key if `encryption_key` was replaced since.
+    /// Re-expands the key if `encryption_key` was replaced since, and prepares
+    /// the additional data `SC || AK` of our protection level.
     fn refresh_gcm(&mut self) {
         if self.gcm.key != self.encryption_key {
             *self.gcm = ExpandedKey::new(&self.encryption_key);
         }
+        let sc = self.control();
+        self.gcm.gcm.prepare(sc, &self.authentication_key);
     }
 
     /// The security control byte for our protection level (authenticated and
