@@ -56,7 +56,7 @@ fn client_request(client: &mut CipherContext, invoke_id: u8) -> Vec<u8> {
 /// Server: decode the glo-get-request and unprotect it; returns the invoke id.
 fn server_request(server: &mut CipherContext, wire: &[u8]) -> u8 {
     let apdu = Apdu::decode(wire).expect("decode glo-get-request");
-    let u = server.unprotect(&apdu).expect("unprotect request");
+    let u = server.unprotect_owned(apdu).expect("unprotect request");
     match u.apdu {
         Apdu::GetRequest(GetRequest::Normal { invoke_id, .. }) => invoke_id,
         other => panic!("expected a get-request, got {other}"),
@@ -75,7 +75,7 @@ fn server_response(server: &mut CipherContext, invoke_id: u8) -> Vec<u8> {
 /// Client: decode the glo-get-response and unprotect it; returns the data length.
 fn client_response(client: &mut CipherContext, wire: &[u8]) -> usize {
     let apdu = Apdu::decode(wire).expect("decode glo-get-response");
-    let u = client.unprotect(&apdu).expect("unprotect response");
+    let u = client.unprotect_owned(apdu).expect("unprotect response");
     match u.apdu {
         Apdu::GetResponse(GetResponse::Normal {
             result: GetDataResult::Data(Data::OctetString(v)),

@@ -235,6 +235,17 @@ pub fn unprotect_with_key(
     gcm: &GcmKey,
     ak: &Key,
 ) -> Result<Protected, SecurityError> {
+    unprotect_vec(content.to_vec(), st, gcm, ak)
+}
+
+/// [`unprotect_with_key`] deciphering in place in the content's own buffer, for
+/// a caller that owns it (the content of a decoded ciphered APDU).
+pub fn unprotect_vec(
+    mut content: Vec<u8>,
+    st: &SystemTitle,
+    gcm: &GcmKey,
+    ak: &Key,
+) -> Result<Protected, SecurityError> {
     if content.len() < 5 {
         return Err(SecurityError::TooShort {
             len: content.len(),
@@ -244,44 +255,49 @@ pub fn unprotect_with_key(
     let sc = SecurityControl(content[0]);
     check_suite(sc)?;
     let ic = u32::from_be_bytes([content[1], content[2], content[3], content[4]]);
-    let body = &content[5..];
     let nonce = iv(st, ic);
-    let apdu = match (sc.authenticated(), sc.encrypted()) {
+    let end = match (sc.authenticated(), sc.encrypted()) {
         (true, enc) => {
-            if body.len() < TAG_LEN {
+            if content.len() < 5 + TAG_LEN {
                 return Err(SecurityError::TooShort {
                     len: content.len(),
                     need: 5 + TAG_LEN,
                 });
             }
-            let (payload, t) = body.split_at(body.len() - TAG_LEN);
+            let end = content.len() - TAG_LEN;
+            let (head, t) = content.split_at_mut(end);
+            let payload = &mut head[5..];
             if enc {
-                let mut buf = payload.to_vec();
                 gcm.gcm
-                    .open(&nonce, &gcm.sc_ak(sc, ak), &mut buf, t)
+                    .open(&nonce, &gcm.sc_ak(sc, ak), payload, t)
                     .map_err(|e| match e {
                         GcmError::TagMismatch => SecurityError::TagMismatch,
                         GcmError::TooLong => too_long(payload.len()),
                     })?;
-                buf
             } else {
                 let expect = gmac_with(gcm, &nonce, &aad(sc, ak, payload));
                 if !constant_time_eq(&expect, t) {
                     return Err(SecurityError::TagMismatch);
                 }
-                payload.to_vec()
             }
+            end
         }
         (false, true) => {
-            let mut buf = body.to_vec();
+            let len = content.len();
             gcm.gcm
-                .ctr(&nonce, &mut buf)
-                .map_err(|_| too_long(body.len()))?;
-            buf
+                .ctr(&nonce, &mut content[5..])
+                .map_err(|_| too_long(len - 5))?;
+            len
         }
         (false, false) => return Err(SecurityError::NoProtection(sc.0)),
     };
-    Ok(Protected { sc, ic, apdu })
+    content.truncate(end);
+    content.drain(..5);
+    Ok(Protected {
+        sc,
+        ic,
+        apdu: content,
+    })
 }
 
 /// HLS-GMAC (mechanism 5) reply to a challenge: `SC || IC || GMAC(SC || AK || challenge)`,

@@ -15,7 +15,7 @@ mod keywrap;
 pub use crate::wire::SecurityControl;
 pub use cipher::{
     GcmKey, Protected, hls_gmac, protect, protect_append, protect_with_key, protected_len,
-    unprotect, unprotect_with_key, verify_hls_gmac,
+    unprotect, unprotect_vec, unprotect_with_key, verify_hls_gmac,
 };
 pub use counter::{CounterCheck, ReplayGuard};
 pub use keys::{Key, KeyParseError, SystemTitle};

@@ -500,12 +500,13 @@ impl Associated {
     /// exception-response in clear, and the caller judges.
     pub fn unwrap(&mut self, bytes: &[u8]) -> Result<Received, SessionError> {
         let apdu = Apdu::decode(bytes)?;
-        match (&apdu, &mut self.cipher) {
-            (
-                Apdu::Ciphered(_) | Apdu::GeneralGloCiphering(_) | Apdu::GeneralDedCiphering(_),
-                Some(ctx),
-            ) => {
-                let u = ctx.unprotect(&apdu)?;
+        let ciphered = matches!(
+            apdu,
+            Apdu::Ciphered(_) | Apdu::GeneralGloCiphering(_) | Apdu::GeneralDedCiphering(_)
+        );
+        match (&mut self.cipher, ciphered) {
+            (Some(ctx), true) => {
+                let u = ctx.unprotect_owned(apdu)?;
                 Ok(Received {
                     apdu: u.apdu,
                     protection: Some((u.sc, u.ic, u.carrier)),

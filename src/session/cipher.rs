@@ -9,7 +9,7 @@ use std::fmt;
 use crate::profile::{Ciphering, Protection};
 use crate::security::{
     CounterCheck, GcmKey, Key, ReplayGuard, SecurityControl, SecurityError, SystemTitle,
-    protect_append, protected_len, unprotect_with_key,
+    protect_append, protected_len, unprotect_vec,
 };
 use crate::wire::apdu::{self, Apdu};
 use crate::wire::axdr::write_length;
@@ -234,38 +234,65 @@ impl CipherContext {
     pub fn unprotect(&mut self, apdu: &Apdu) -> Result<Unprotected, CipherError> {
         self.refresh_gcm();
         let u = self.open(apdu)?;
+        self.accept_counter(u)
+    }
+
+    /// [`CipherContext::unprotect`] of an APDU the caller no longer needs: it is
+    /// deciphered in its own buffer.
+    pub fn unprotect_owned(&mut self, apdu: Apdu) -> Result<Unprotected, CipherError> {
+        self.refresh_gcm();
+        let u = self.open_owned(apdu)?;
+        self.accept_counter(u)
+    }
+
+    fn accept_counter(&mut self, u: Unprotected) -> Result<Unprotected, CipherError> {
         match self.peer_guard.check(u.ic) {
-            CounterCheck::Accepted => {}
-            CounterCheck::Replayed { lowest_acceptable } => {
-                return Err(CipherError::Replayed {
-                    received: u.ic,
-                    lowest_acceptable,
-                });
-            }
-            CounterCheck::Exhausted => return Err(CipherError::Exhausted(u.ic)),
+            CounterCheck::Accepted => Ok(u),
+            CounterCheck::Replayed { lowest_acceptable } => Err(CipherError::Replayed {
+                received: u.ic,
+                lowest_acceptable,
+            }),
+            CounterCheck::Exhausted => Err(CipherError::Exhausted(u.ic)),
         }
-        Ok(u)
     }
 
     /// Verifies and deciphers without checking or moving the counter, and
     /// without checking the protection level.
     pub fn open(&self, apdu: &Apdu) -> Result<Unprotected, CipherError> {
-        let (content, title, carrier): (&[u8], Option<SystemTitle>, &'static str) = match apdu {
-            Apdu::Ciphered(c) => (&c.content, None, c.kind()),
-            Apdu::GeneralGloCiphering(g) | Apdu::GeneralDedCiphering(g) => {
-                let st = SystemTitle::from_slice(&g.system_title)
-                    .ok_or(CipherError::BadSystemTitle(g.system_title.len()))?;
-                let carrier = if matches!(apdu, Apdu::GeneralGloCiphering(_)) {
-                    "general-glo-ciphering"
-                } else {
-                    "general-ded-ciphering"
-                };
-                (&g.content, Some(st), carrier)
+        match apdu {
+            Apdu::Ciphered(_) | Apdu::GeneralGloCiphering(_) | Apdu::GeneralDedCiphering(_) => {
+                self.open_owned(apdu.clone())
             }
+            other => Err(CipherError::NotCiphered(other.name().to_owned())),
+        }
+    }
+
+    /// [`CipherContext::open`], deciphering in the APDU's own buffer.
+    pub fn open_owned(&self, apdu: Apdu) -> Result<Unprotected, CipherError> {
+        let (content, title, carrier) = match apdu {
+            Apdu::Ciphered(c) => {
+                let carrier = c.kind();
+                (c.content, None, carrier)
+            }
+            Apdu::GeneralGloCiphering(g) | Apdu::GeneralDedCiphering(g)
+                if g.system_title.len() != TITLE_LEN =>
+            {
+                return Err(CipherError::BadSystemTitle(g.system_title.len()));
+            }
+            Apdu::GeneralGloCiphering(g) => (
+                g.content,
+                SystemTitle::from_slice(&g.system_title),
+                "general-glo-ciphering",
+            ),
+            Apdu::GeneralDedCiphering(g) => (
+                g.content,
+                SystemTitle::from_slice(&g.system_title),
+                "general-ded-ciphering",
+            ),
             other => return Err(CipherError::NotCiphered(other.name().to_owned())),
         };
         let sender = title.or(self.peer_title).ok_or(CipherError::NoPeerTitle)?;
-        let p = unprotect_with_key(content, &sender, &self.gcm(), &self.authentication_key)?;
+        let p = unprotect_vec(content, &sender, &self.gcm(), &self.authentication_key)?;
         let inner = Apdu::decode(&p.apdu).map_err(|e| CipherError::Garbled(e.to_string()))?;
         Ok(Unprotected {
             apdu: inner,
@@ -361,6 +388,30 @@ mod tests {
                     lowest_acceptable: 2
                 })
             );
+            // The owned form gives the same, for every protection level.
+            for sc in [0x10, 0x20, 0x30] {
+                let ic = client.take_ic().unwrap();
+                let wire = client
+                    .protect_with(&plain, SecurityControl(sc), ic, c)
+                    .unwrap();
+                let apdu = Apdu::decode(&wire).unwrap();
+                let borrowed = server.open(&apdu).unwrap();
+                let owned = server.unprotect_owned(apdu.clone()).unwrap();
+                assert_eq!(owned, borrowed);
+                assert_eq!((owned.plain.as_slice(), owned.ic), (&plain[..], ic));
+                assert_eq!(
+                    server.unprotect_owned(apdu),
+                    Err(CipherError::Replayed {
+                        received: ic,
+                        lowest_acceptable: ic + 1
+                    })
+                );
+            }
+            let plain_apdu = Apdu::decode(&plain).unwrap();
+            assert!(matches!(
+                server.unprotect_owned(plain_apdu),
+                Err(CipherError::NotCiphered(_))
+            ));
         }
     }
 
