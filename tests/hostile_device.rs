@@ -1,6 +1,7 @@
 //! A device that misbehaves on the line: garbage, truncated frames, a wrong
-//! FCS, no reply, a closed connection, a wrong wPort, endless noise, and, in
-//! the middle of an association, FRMR, DM, lost, repeated and corrupted frames.
+//! FCS, no reply, a closed connection, a wrong wPort, endless noise, a device
+//! that stops reading, and, in the middle of an association, FRMR, DM, lost,
+//! repeated and corrupted frames.
 //! Every client operation must end within the configured response timeout with
 //! an error that names what happened, and the link's trace must show what was
 //! received: never a hang, never a panic. Wrapper: IEC 62056-47 (dlms-facts.md
@@ -248,6 +249,38 @@ async fn wrapper_accepts_then_closes() {
         // And the link stays closed.
         let e = timed(client.link.recv_apdu(TIMEOUT)).await.unwrap_err();
         assert_error(&e, "closed");
+    })
+    .await;
+}
+
+/// A device that accepts the connection and never reads: once the socket
+/// buffers are full, the write must end with an error naming the stall, not
+/// wait for ever.
+#[tokio::test]
+async fn wrapper_device_that_stops_reading() {
+    bounded(async {
+        let addr = device(|s| async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            drop(s);
+        })
+        .await;
+        let mut link = link(format!("tcp://{addr}")).await;
+        // Not 64 MiB of hex in the trace.
+        link.trace.set_enabled(false);
+        // Far more than loopback TCP buffers hold (a few MiB each way).
+        let flood = vec![0u8; 64 << 20];
+        let t0 = Instant::now();
+        let e = link
+            .send_raw(&flood, "wrapper", "64 MiB nobody reads".into())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, LinkError::Stalled { .. }), "{e:?}");
+        assert_error(&e, "did not take 67108864 byte(s) within 300ms");
+        assert!(
+            t0.elapsed() <= TIMEOUT + Duration::from_secs(2),
+            "took {:?}",
+            t0.elapsed()
+        );
     })
     .await;
 }

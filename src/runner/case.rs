@@ -238,6 +238,7 @@ fn observed_from_link(e: &LinkError) -> Option<Observed> {
         LinkError::Closed => Some(Observed::Disconnect),
         LinkError::Garbled(why) => Some(Observed::Other(format!("garbled reply: {why}"))),
         LinkError::Hdlc(why) => Some(Observed::Other(format!("HDLC: {why}"))),
+        LinkError::Stalled { .. } => Some(Observed::Other(e.to_string())),
         LinkError::Connect(_) | LinkError::Io(_) | LinkError::Usage(_) => None,
     }
 }

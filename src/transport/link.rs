@@ -28,6 +28,12 @@ pub enum LinkError {
     Timeout(Duration),
     #[error("the device closed the connection")]
     Closed,
+    /// A write did not complete in time: the device stopped reading.
+    #[error(
+        "the device did not take {len} byte(s) within {} (it stopped reading, or flow control held the line)",
+        humantime::format_duration(*limit)
+    )]
+    Stalled { len: usize, limit: Duration },
     #[error("cannot connect: {0}")]
     Connect(String),
     #[error("I/O error: {0}")]
@@ -326,6 +332,43 @@ enum Inner {
     },
 }
 
+/// Writes `bytes` and flushes, within `limit`: a device that stops reading
+/// (its TCP receive window full, or flow control held on a serial line) would
+/// otherwise stall the write, and the harness, for ever.
+async fn write_within(
+    stream: &mut BoxStream,
+    bytes: &[u8],
+    limit: Duration,
+) -> Result<(), LinkError> {
+    let write = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(limit, write).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(LinkError::Stalled {
+            len: bytes.len(),
+            limit,
+        }),
+    }
+}
+
+/// Sends one datagram within `limit`.
+async fn send_within(
+    socket: &UdpSocket,
+    bytes: &[u8],
+    peer: SocketAddr,
+    limit: Duration,
+) -> Result<(), LinkError> {
+    match tokio::time::timeout(limit, socket.send_to(bytes, peer)).await {
+        Ok(r) => r.map(|_| ()).map_err(LinkError::from),
+        Err(_) => Err(LinkError::Stalled {
+            len: bytes.len(),
+            limit,
+        }),
+    }
+}
+
 /// A link to a device.
 pub struct Link {
     inner: Inner,
@@ -566,6 +609,7 @@ impl Link {
             return Err(LinkError::Closed);
         }
         let (client, wport) = (self.settings.client, self.settings.server_wport);
+        let limit = self.settings.response_timeout;
         match &mut self.inner {
             Inner::Wrapper { stream, .. } => {
                 let f = WrapperFrame::new(client, wport, apdu.to_vec());
@@ -578,8 +622,7 @@ impl Link {
                         format!("{} [{f}]", describe_apdu(apdu)),
                     );
                 }
-                stream.write_all(&bytes).await?;
-                stream.flush().await?;
+                write_within(stream, &bytes, limit).await?;
             }
             Inner::Udp { socket, peer } => {
                 let f = WrapperFrame::new(client, wport, apdu.to_vec());
@@ -589,7 +632,7 @@ impl Link {
                     apdu,
                     format!("{} [{f}, UDP]", describe_apdu(apdu)),
                 );
-                socket.send_to(&f.encode(), *peer).await?;
+                send_within(socket, &f.encode(), *peer, limit).await?;
             }
             Inner::Hdlc { client, .. } => {
                 client
@@ -840,13 +883,13 @@ impl Link {
             return Err(LinkError::Closed);
         }
         self.trace.record(Direction::Sent, layer, bytes, decoded);
+        let limit = self.settings.response_timeout;
         match &mut self.inner {
             Inner::Wrapper { stream, .. } | Inner::Hdlc { stream, .. } => {
-                stream.write_all(bytes).await?;
-                stream.flush().await?;
+                write_within(stream, bytes, limit).await?;
             }
             Inner::Udp { socket, peer } => {
-                socket.send_to(bytes, *peer).await?;
+                send_within(socket, bytes, *peer, limit).await?;
             }
         }
         Ok(())
@@ -872,6 +915,7 @@ impl Link {
     }
 
     async fn flush_hdlc(&mut self) -> Result<(), LinkError> {
+        let limit = self.settings.response_timeout;
         let Inner::Hdlc { stream, client, .. } = &mut self.inner else {
             return Ok(());
         };
@@ -880,9 +924,8 @@ impl Link {
                 .map(|f| f.to_string())
                 .unwrap_or_default();
             self.trace.record(Direction::Sent, "hdlc", &frame, desc);
-            stream.write_all(&frame).await?;
+            write_within(stream, &frame, limit).await?;
         }
-        stream.flush().await?;
         Ok(())
     }
 
