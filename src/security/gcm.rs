@@ -29,7 +29,7 @@ const PAR: usize = 8;
 
 /// The longest message: the 32-bit block counter starts at 2 and must not wrap
 /// (SP 800-38D 5.2.1.1 allows 2^39 - 256 bits).
-const MAX_LEN: usize = ((1u64 << 32) - 2) as usize * 16;
+const MAX_LEN: u64 = ((1u64 << 32) - 2) * 16;
 
 /// Why a message was not processed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,13 +153,13 @@ impl Gcm {
             for (c, ks) in chunk.chunks_mut(16).zip(&blocks) {
                 xor(c, ks);
             }
-            next += PAR as u32;
+            next = next.wrapping_add(PAR as u32);
         }
     }
 }
 
 fn check_len(buf: &[u8]) -> Result<(), GcmError> {
-    if buf.len() > MAX_LEN {
+    if buf.len() as u64 > MAX_LEN {
         Err(GcmError::TooLong)
     } else {
         Ok(())

@@ -308,6 +308,22 @@ pub struct LinkSettings {
     pub response_timeout: Duration,
     /// Largest wrapper payload accepted.
     pub max_payload: usize,
+    /// For a serial line, the bytes it carries a second at its slowest rate:
+    /// a write may take that long on top of the response timeout before it
+    /// counts as stalled.
+    pub line_bytes_per_second: Option<u32>,
+}
+
+impl LinkSettings {
+    /// How long writing `len` bytes may take: the response timeout, plus the
+    /// time the bytes take on a serial line.
+    pub fn write_limit(&self, len: usize) -> Duration {
+        let on_line = match self.line_bytes_per_second {
+            Some(rate) => Duration::from_secs_f64(len as f64 / f64::from(rate.max(1))),
+            None => Duration::ZERO,
+        };
+        self.response_timeout.saturating_add(on_line)
+    }
 }
 
 enum Inner {
@@ -609,7 +625,7 @@ impl Link {
             return Err(LinkError::Closed);
         }
         let (client, wport) = (self.settings.client, self.settings.server_wport);
-        let limit = self.settings.response_timeout;
+        let settings = &self.settings;
         match &mut self.inner {
             Inner::Wrapper { stream, .. } => {
                 let f = WrapperFrame::new(client, wport, apdu.to_vec());
@@ -622,7 +638,7 @@ impl Link {
                         format!("{} [{f}]", describe_apdu(apdu)),
                     );
                 }
-                write_within(stream, &bytes, limit).await?;
+                write_within(stream, &bytes, settings.write_limit(bytes.len())).await?;
             }
             Inner::Udp { socket, peer } => {
                 let f = WrapperFrame::new(client, wport, apdu.to_vec());
@@ -632,7 +648,8 @@ impl Link {
                     apdu,
                     format!("{} [{f}, UDP]", describe_apdu(apdu)),
                 );
-                send_within(socket, &f.encode(), *peer, limit).await?;
+                let bytes = f.encode();
+                send_within(socket, &bytes, *peer, settings.write_limit(bytes.len())).await?;
             }
             Inner::Hdlc { client, .. } => {
                 client
@@ -883,7 +900,7 @@ impl Link {
             return Err(LinkError::Closed);
         }
         self.trace.record(Direction::Sent, layer, bytes, decoded);
-        let limit = self.settings.response_timeout;
+        let limit = self.settings.write_limit(bytes.len());
         match &mut self.inner {
             Inner::Wrapper { stream, .. } | Inner::Hdlc { stream, .. } => {
                 write_within(stream, bytes, limit).await?;
@@ -915,7 +932,7 @@ impl Link {
     }
 
     async fn flush_hdlc(&mut self) -> Result<(), LinkError> {
-        let limit = self.settings.response_timeout;
+        let settings = &self.settings;
         let Inner::Hdlc { stream, client, .. } = &mut self.inner else {
             return Ok(());
         };
@@ -924,7 +941,7 @@ impl Link {
                 .map(|f| f.to_string())
                 .unwrap_or_default();
             self.trace.record(Direction::Sent, "hdlc", &frame, desc);
-            write_within(stream, &frame, limit).await?;
+            write_within(stream, &frame, settings.write_limit(frame.len())).await?;
         }
         Ok(())
     }
@@ -1140,6 +1157,7 @@ mod tests {
             hdlc_proposal: None,
             response_timeout: timeout,
             max_payload: 65_535,
+            line_bytes_per_second: None,
         }
     }
 

@@ -9,7 +9,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use crate::profile::DeviceProfile;
 use crate::sim::server::SimHandle;
 use crate::transport::link::{Link, LinkError, LinkKind, LinkSettings};
-use crate::transport::target::{Endpoint, TargetSpec};
+use crate::transport::target::{Endpoint, Parity, TargetSpec};
 use crate::wire::hdlc::{Address, LinkParams};
 
 /// The link settings for `client` on `target` with `profile`.
@@ -40,6 +40,18 @@ pub fn settings(target: &TargetSpec, profile: &DeviceProfile, client: u16) -> Li
         }),
         response_timeout: profile.timeouts.response,
         max_payload: 65_535,
+        line_bytes_per_second: match &target.endpoint {
+            Endpoint::Serial(s) => {
+                // Start, data, parity and stop bits; mode E may run at 300 baud.
+                let bits = 1
+                    + u32::from(s.data_bits)
+                    + u32::from(s.stop_bits)
+                    + u32::from(s.parity != Parity::None);
+                let baud = if s.mode_e { 300 } else { s.baud };
+                Some((baud / bits.max(1)).max(1))
+            }
+            _ => None,
+        },
     }
 }
 
@@ -166,5 +178,48 @@ pub async fn open(
             let stream = crate::transport::serial::open(serial, connect_timeout).await?;
             Ok(Link::hdlc(stream, s, target.transport_description(), start))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn limit(target: &str, len: usize) -> Duration {
+        let mut profile = DeviceProfile::default();
+        profile.timeouts.response = Duration::from_secs(2);
+        let t: TargetSpec = target.parse().unwrap();
+        settings(&t, &profile, 16).write_limit(len)
+    }
+
+    #[test]
+    fn writes_may_take_the_response_timeout_plus_the_time_on_a_serial_line() {
+        // Network links: the response timeout.
+        assert_eq!(limit("tcp://127.0.0.1:4059", 4096), Duration::from_secs(2));
+        assert_eq!(limit("udp://127.0.0.1:4059", 4096), Duration::from_secs(2));
+        // 9600 baud 8N1 is 10 bits a byte, 960 bytes a second.
+        assert_eq!(
+            limit("serial:///dev/ttyUSB0?baud=9600", 1920),
+            Duration::from_secs(4)
+        );
+        // 7E1 is 10 bits as well; 8E1 is 11.
+        assert_eq!(
+            limit(
+                "serial:///dev/ttyUSB0?baud=9600&parity=even&data-bits=7",
+                960
+            ),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            limit("serial:///dev/ttyUSB0?baud=9600&parity=even", 872),
+            Duration::from_secs(3)
+        );
+        // Mode E is allowed the 300 baud of its sign-on: 30 bytes a second.
+        assert_eq!(
+            limit("serial:///dev/ttyUSB0?mode-e", 300),
+            Duration::from_secs(12)
+        );
     }
 }
