@@ -31,8 +31,10 @@
 //!   Whether a server must accept both forms is UNVERIFIED: Gurux's client
 //!   compares logical and physical values whatever the length, jDLMS's
 //!   HdlcAddress.equals includes the length, and the Yellow Book's
-//!   HDLC_ADDRESS_P1/N6 test against a declared address structure. No test
-//!   covers it until that is settled.
+//!   HDLC_ADDRESS_P1/N6 test against a declared address structure. So it is
+//!   a meter setting, `hdlc-any-address-form` (off by default): with it on,
+//!   dlms-cosem's extended addressing reads the meter, answered from the
+//!   4-byte form it used (cosem_public_hdlc_extended_addressing).
 //! * dlms-cosem uses one invocation counter for f(StoC) and for the 0xDB
 //!   action-request that carries it (one IV, two uses of the key); the meter,
 //!   like Gurux's server, does not check the counter inside f(StoC).
@@ -144,6 +146,10 @@ struct Sim {
 
 impl Sim {
     fn start() -> Sim {
+        Sim::start_with(MeterConfig::default())
+    }
+
+    fn start_with(config: MeterConfig) -> Sim {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -151,7 +157,7 @@ impl Sim {
             .expect("tokio runtime");
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = log.clone();
-        let meter = SharedMeter::new(Meter::new(MeterConfig::default(), Quirks::none()))
+        let meter = SharedMeter::new(Meter::new(config, Quirks::none()))
             .with_log(move |l| sink.lock().unwrap_or_else(|p| p.into_inner()).push(l));
         let connections = Arc::new(Mutex::new(Vec::new()));
         let (wrapper, hdlc) = rt.block_on(async {
@@ -729,6 +735,28 @@ fn cosem_public_hdlc() {
     check_reads(&o, 1);
     o.check(&COSEM_PUBLIC);
     o.check_hdlc_address("public", HDLC_SERVER_2, HDLC_PUBLIC);
+}
+
+/// dlms-cosem's extended addressing (the 4-byte form 00 02 00 23 of 1/17)
+/// against a meter configured to accept either length of its address
+/// (`hdlc-any-address-form`); the default meter discards it (see "Findings").
+#[test]
+fn cosem_public_hdlc_extended_addressing() {
+    let sim = Sim::start_with(MeterConfig {
+        hdlc_any_address_form: true,
+        ..MeterConfig::default()
+    });
+    let o = run(
+        &sim,
+        COSEM,
+        Framing::Hdlc,
+        "public",
+        "read",
+        &["--hdlc-extended-addressing"],
+    );
+    check_reads(&o, 1);
+    o.check(&COSEM_PUBLIC);
+    o.check_hdlc_address("public", "00020023", HDLC_PUBLIC);
 }
 
 #[test]

@@ -490,6 +490,9 @@ pub struct ServerConfig {
     pub limits: LinkParams,
     /// Drop to disconnected after this long without a frame.
     pub inactivity_timeout: Option<Duration>,
+    /// Accept our upper/lower address in the other length too (2 or 4 bytes),
+    /// and answer from the length the client used.
+    pub any_address_form: bool,
     pub faults: ServerLinkFaults,
 }
 
@@ -513,6 +516,9 @@ pub enum ServerEvent {
 #[derive(Debug)]
 pub struct HdlcServer {
     cfg: ServerConfig,
+    /// The source address of our frames: our address, in the length the
+    /// client last used for it.
+    answer_as: Address,
     client: Option<Address>,
     params: LinkParams,
     deframer: Deframer,
@@ -531,6 +537,7 @@ pub struct HdlcServer {
 impl HdlcServer {
     pub fn new(cfg: ServerConfig) -> Self {
         HdlcServer {
+            answer_as: cfg.address,
             cfg,
             client: None,
             params: LinkParams::default(),
@@ -560,7 +567,7 @@ impl HdlcServer {
         let f = FrameRepr {
             segmented,
             dest: to,
-            src: self.cfg.address,
+            src: self.answer_as,
             control,
             info,
         };
@@ -616,7 +623,12 @@ impl HdlcServer {
     }
 
     fn handle_frame(&mut self, f: FrameRepr, now: Instant) {
-        let for_us = f.dest == self.cfg.address
+        let ours = f.dest == self.cfg.address
+            || (self.cfg.any_address_form
+                && f.dest.encoded_len() > 1
+                && f.dest.upper() == self.cfg.address.upper()
+                && f.dest.lower() == self.cfg.address.lower());
+        let for_us = ours
             || (f.dest.upper() == 0x7F || f.dest.upper() == 0x3FFF) // all-station
             || self.cfg.faults.answer_any_address;
         if !for_us {
@@ -625,6 +637,9 @@ impl HdlcServer {
                 f.dest, self.cfg.address
             )));
             return;
+        }
+        if ours {
+            self.answer_as = f.dest;
         }
         // The source must be a one-byte client address.
         if !matches!(f.src, Address::One(_)) && !self.cfg.faults.answer_any_address {
@@ -946,6 +961,7 @@ mod tests {
                 window_rx: 1,
             },
             inactivity_timeout: Some(Duration::from_secs(120)),
+            any_address_form: false,
             faults: ServerLinkFaults::default(),
         });
         (client, server)
@@ -1177,6 +1193,52 @@ mod tests {
         assert!(s.is_connected());
         s.handle_timeout(now + Duration::from_secs(121));
         assert!(!s.is_connected());
+    }
+
+    #[test]
+    fn server_answers_the_other_address_length_only_when_configured() {
+        let four = Address::Four {
+            upper: 1,
+            lower: 17,
+        };
+        // Configured with the 2-byte form: the 4-byte form of 1/17 is not ours.
+        let (mut c, mut s) = pair(128, 128);
+        let now = Instant::now();
+        c.cfg.server = four;
+        c.connect(now);
+        s.handle_bytes(&c.poll_transmit().unwrap(), now);
+        assert_eq!(s.poll_transmit(), None);
+        assert!(matches!(s.poll_event(), Some(ServerEvent::Discarded(_))));
+
+        // Accepting any length: connected, and every answer comes from the
+        // 4-byte form the client used.
+        let (mut c, mut s) = pair(128, 128);
+        s.cfg.any_address_form = true;
+        c.cfg.server = four;
+        c.connect(now);
+        pump(&mut c, &mut s, now);
+        assert!(s.is_connected());
+        c.send_apdu(&[0xC0, 0x01, 0xC1], now).unwrap();
+        while let Some(b) = c.poll_transmit() {
+            s.handle_bytes(&b, now);
+        }
+        s.send_apdu(&[0xC4, 0x01, 0xC1, 0x00, 0x00]).unwrap();
+        let reply = s.poll_transmit().unwrap();
+        assert_eq!(FrameRepr::decode(&reply).unwrap().src, four);
+        c.handle_bytes(&reply, now);
+        assert!(
+            events(&mut c)
+                .iter()
+                .any(|e| matches!(e, ClientEvent::Apdu(a) if a[0] == 0xC4))
+        );
+
+        // A one-byte address is not a form of 1/17.
+        let (mut c, mut s) = pair(128, 128);
+        s.cfg.any_address_form = true;
+        c.cfg.server = Address::One(1);
+        c.connect(now);
+        s.handle_bytes(&c.poll_transmit().unwrap(), now);
+        assert_eq!(s.poll_transmit(), None);
     }
 
     #[test]

@@ -89,6 +89,10 @@ pub struct MeterConfig {
     pub hdlc_window: u32,
     /// HDLC inactivity timeout in seconds (HDLC setup attribute 8).
     pub hdlc_inactivity_timeout: u16,
+    /// Answer frames addressed to our upper/lower address in the other length
+    /// (2 or 4 bytes) too, replying in the length used. Whether a server must
+    /// is unverified (tests/interop.rs, "Findings"); off by default.
+    pub hdlc_any_address_form: bool,
     /// Wrapper wPort of the logical device.
     pub wport: u16,
     /// Conformance block the meter supports.
@@ -141,6 +145,7 @@ impl Default for MeterConfig {
             hdlc_max_info: 128,
             hdlc_window: 1,
             hdlc_inactivity_timeout: 120,
+            hdlc_any_address_form: false,
             wport: 1,
             conformance: METER_CONFORMANCE,
             max_pdu_size: 1024,
@@ -275,6 +280,8 @@ struct RawMeter {
     #[serde(default)]
     hdlc_inactivity_timeout: Option<u16>,
     #[serde(default)]
+    hdlc_any_address_form: Option<bool>,
+    #[serde(default)]
     wport: Option<u16>,
     #[serde(default)]
     conformance: Option<String>,
@@ -387,6 +394,9 @@ impl RawMeter {
             hdlc_inactivity_timeout: self
                 .hdlc_inactivity_timeout
                 .unwrap_or(d.hdlc_inactivity_timeout),
+            hdlc_any_address_form: self
+                .hdlc_any_address_form
+                .unwrap_or(d.hdlc_any_address_form),
             wport: self.wport.unwrap_or(d.wport),
             conformance,
             max_pdu_size: self.max_pdu_size.unwrap_or(d.max_pdu_size),
@@ -412,6 +422,14 @@ mod tests {
         assert_eq!(mgmt.security_setup, Obis::SECURITY_SETUP);
         assert_eq!(mgmt.counter_object, Obis::new(0, 0, 43, 1, 0, 255));
         assert_eq!(&m.logical_device_name[..3], b"MMM");
+    }
+
+    #[test]
+    fn the_address_form_setting_is_read_and_off_by_default() {
+        let raw: RawMeter = serde_saphyr::from_str("hdlc-any-address-form: true\n").unwrap();
+        assert!(raw.resolve().unwrap().hdlc_any_address_form);
+        let raw: RawMeter = serde_saphyr::from_str("name: x\n").unwrap();
+        assert!(!raw.resolve().unwrap().hdlc_any_address_form);
     }
 
     #[test]

@@ -227,6 +227,7 @@ pub async fn serve_hdlc<S: ByteStream>(meter: SharedMeter, mut stream: S) -> std
                 window_rx: m.config.hdlc_window,
             },
             inactivity_timeout: Some(Duration::from_secs(m.config.hdlc_inactivity_timeout.into())),
+            any_address_form: m.config.hdlc_any_address_form,
             faults: hdlc_faults(&m),
         }
     };
