@@ -2014,6 +2014,45 @@ mod tests {
         assert_eq!(events(&mut d), vec![DeframeEvent::Frame(f)]);
     }
 
+    /// An FCS whose last byte is 0x7E (1 frame in 256: no byte stuffing) is
+    /// followed by the closing flag, `.. 7E 7E`. dlms-cosem 25.1.0 hangs on
+    /// such a frame (tests/interop.rs, "Findings"); the deframer must not,
+    /// whether the next frame shares that flag, has its own, or never comes.
+    #[test]
+    fn deframer_takes_a_frame_whose_fcs_ends_in_a_flag_byte() {
+        let f = (0u8..=255)
+            .map(|x| FrameRepr {
+                segmented: false,
+                dest: Address::client(16),
+                src: Address::server(1, 17),
+                control: Control::I {
+                    send_seq: 1,
+                    recv_seq: 2,
+                    poll_final: true,
+                },
+                info: vec![0xE6, 0xE7, 0x00, 0xC4, 0x01, 0xC1, 0x00, x],
+            })
+            .find(|f| f.encode().ends_with(&[0x7E, 0x7E]))
+            .expect("one of 256 infos gives an FCS ending in 7E");
+        let wire = f.encode();
+        let next = hex("7E A0 07 21 03 1F 6B E9 7E");
+        for follow in [&[][..], &next[..], &next[1..]] {
+            let mut stream = wire.clone();
+            stream.extend_from_slice(follow);
+            for chunk in [1, 3, stream.len()] {
+                let mut d = Deframer::new();
+                for c in stream.chunks(chunk) {
+                    d.push(c);
+                }
+                let got = events(&mut d);
+                assert_eq!(got.len(), 1 + usize::from(!follow.is_empty()));
+                assert_eq!(got[0], DeframeEvent::Frame(f.clone()));
+                assert!(matches!(got.last(), Some(DeframeEvent::Frame(_))));
+                assert_eq!(d.dropped_bytes(), 0);
+            }
+        }
+    }
+
     #[test]
     fn deframer_reports_invalid_frames_and_resynchronises() {
         let good = hex("7E A0 07 03 21 53 03 C7 7E");
