@@ -103,7 +103,7 @@ impl Framing {
     }
 }
 
-/// Bytes one connection delivered to the meter.
+/// The bytes one connection moved in one direction.
 type Recording = Arc<Mutex<Vec<u8>>>;
 
 /// A stream that records what the meter reads from it and writes to it.
