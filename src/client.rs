@@ -179,13 +179,15 @@ impl Client {
         }
     }
 
+    /// The next invoke-id of the open association.
+    fn next_invoke_id(&mut self) -> Result<u8, ClientError> {
+        let assoc = self.assoc.as_mut().ok_or(ClientError::NotAssociated)?;
+        Ok(assoc.next_invoke_id())
+    }
+
     /// GET one attribute, following block transfer to the end.
     pub async fn get(&mut self, attribute: AttributeDescriptor) -> Result<GetOutcome, ClientError> {
-        let invoke_id = self
-            .assoc
-            .as_mut()
-            .ok_or(ClientError::NotAssociated)?
-            .next_invoke_id();
+        let invoke_id = self.next_invoke_id()?;
         let req = Apdu::GetRequest(GetRequest::Normal {
             invoke_id,
             attribute,
@@ -251,11 +253,7 @@ impl Client {
         attribute: AttributeDescriptor,
         value: Data,
     ) -> Result<Apdu, ClientError> {
-        let invoke_id = self
-            .assoc
-            .as_mut()
-            .ok_or(ClientError::NotAssociated)?
-            .next_invoke_id();
+        let invoke_id = self.next_invoke_id()?;
         let req = Apdu::SetRequest(SetRequest::Normal {
             invoke_id,
             attribute,
@@ -271,11 +269,7 @@ impl Client {
         method: MethodDescriptor,
         parameters: Option<Data>,
     ) -> Result<Apdu, ClientError> {
-        let invoke_id = self
-            .assoc
-            .as_mut()
-            .ok_or(ClientError::NotAssociated)?
-            .next_invoke_id();
+        let invoke_id = self.next_invoke_id()?;
         let req = Apdu::ActionRequest(ActionRequest::Normal {
             invoke_id,
             method,

@@ -43,21 +43,25 @@ impl GcmKey {
     /// Precomputes the GHASH of `SC || AK` for this security control and
     /// authentication key (other values still work, computed per APDU).
     pub fn prepare(&mut self, sc: SecurityControl, ak: &Key) {
-        if !self.is_prepared(sc, ak) {
+        if self.prepared_for(sc, ak).is_none() {
             let hash = self.gcm.aad(&aad_sc_ak(sc, ak));
             self.prepared = Some((sc, ak.clone(), hash));
         }
     }
 
-    fn is_prepared(&self, sc: SecurityControl, ak: &Key) -> bool {
-        matches!(&self.prepared, Some((s, k, _)) if *s == sc && k == ak)
+    /// The prepared GHASH of `SC || AK`, when it was prepared for these.
+    fn prepared_for(&self, sc: SecurityControl, ak: &Key) -> Option<&AadHash> {
+        match &self.prepared {
+            Some((s, k, hash)) if *s == sc && k == ak => Some(hash),
+            _ => None,
+        }
     }
 
     /// The GHASH of `SC || AK`: the prepared one, or computed now.
     fn sc_ak(&self, sc: SecurityControl, ak: &Key) -> Cow<'_, AadHash> {
-        match &self.prepared {
-            Some((s, k, hash)) if *s == sc && k == ak => Cow::Borrowed(hash),
-            _ => Cow::Owned(self.gcm.aad(&aad_sc_ak(sc, ak))),
+        match self.prepared_for(sc, ak) {
+            Some(hash) => Cow::Borrowed(hash),
+            None => Cow::Owned(self.gcm.aad(&aad_sc_ak(sc, ak))),
         }
     }
 }

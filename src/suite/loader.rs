@@ -716,22 +716,8 @@ pub(crate) fn yaml_error(err: &YamlError, source: &str) -> Diagnostic {
             unexpected,
             expected,
             ..
-        } => {
-            let mut key = None;
-            if let Some(s) = span {
-                let (s2, k) = key_to_value(s, source);
-                span = Some(s2);
-                key = k;
-            }
-            let found = describe_unexpected(unexpected);
-            let want = describe_expected(expected);
-            let msg = match key {
-                Some(k) => format!("invalid value for `{k}`: expected {want}, found {found}"),
-                None => format!("expected {want}, found {found}"),
-            };
-            (msg, String::new())
         }
-        YamlError::SerdeInvalidValue {
+        | YamlError::SerdeInvalidValue {
             unexpected,
             expected,
             ..
@@ -746,7 +732,10 @@ pub(crate) fn yaml_error(err: &YamlError, source: &str) -> Diagnostic {
             let want = describe_expected(expected);
             let msg = match key {
                 Some(k) => format!("invalid value for `{k}`: expected {want}, found {found}"),
-                None => format!("invalid value {found}: expected {want}"),
+                None if matches!(inner, YamlError::SerdeInvalidValue { .. }) => {
+                    format!("invalid value {found}: expected {want}")
+                }
+                None => format!("expected {want}, found {found}"),
             };
             (msg, String::new())
         }

@@ -409,6 +409,19 @@ impl std::fmt::Debug for Link {
 }
 
 impl Link {
+    /// A link over `inner`, with nothing heard or traced yet.
+    fn new(inner: Inner, settings: LinkSettings, description: String, start: Instant) -> Self {
+        Link {
+            inner,
+            settings,
+            trace: Trace::new(start),
+            closed: false,
+            heard: Heard::new(),
+            description,
+            violations: Vec::new(),
+        }
+    }
+
     /// A wrapper link over a byte stream.
     pub fn wrapper(
         stream: BoxStream,
@@ -417,20 +430,13 @@ impl Link {
         start: Instant,
     ) -> Self {
         let deframer = WrapperDeframer::new(settings.max_payload);
-        Link {
-            inner: Inner::Wrapper {
-                stream,
-                deframer,
-                raw: Vec::new(),
-                out_of_step: None,
-            },
-            settings,
-            trace: Trace::new(start),
-            closed: false,
-            heard: Heard::new(),
-            description,
-            violations: Vec::new(),
-        }
+        let inner = Inner::Wrapper {
+            stream,
+            deframer,
+            raw: Vec::new(),
+            out_of_step: None,
+        };
+        Link::new(inner, settings, description, start)
     }
 
     /// A wrapper link over UDP.
@@ -441,15 +447,7 @@ impl Link {
         description: String,
         start: Instant,
     ) -> Self {
-        Link {
-            inner: Inner::Udp { socket, peer },
-            settings,
-            trace: Trace::new(start),
-            closed: false,
-            heard: Heard::new(),
-            description,
-            violations: Vec::new(),
-        }
+        Link::new(Inner::Udp { socket, peer }, settings, description, start)
     }
 
     /// An HDLC link over a byte stream (not yet connected: call [`Link::connect`]).
@@ -467,19 +465,12 @@ impl Link {
             response_timeout: per_try,
             retries: 1,
         });
-        Link {
-            inner: Inner::Hdlc {
-                stream,
-                client: Box::new(client),
-                tail: Vec::new(),
-            },
-            settings,
-            trace: Trace::new(start),
-            closed: false,
-            heard: Heard::new(),
-            description,
-            violations: Vec::new(),
-        }
+        let inner = Inner::Hdlc {
+            stream,
+            client: Box::new(client),
+            tail: Vec::new(),
+        };
+        Link::new(inner, settings, description, start)
     }
 
     pub fn kind(&self) -> LinkKind {
