@@ -26,6 +26,9 @@ use crate::security::{Key, SecurityControl, SystemTitle};
 use crate::suite::model::Outcome;
 use crate::wire::obis::Obis;
 
+pub mod roles;
+pub use roles::ObjectRef;
+
 /// Authentication mechanism of a client association.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -133,6 +136,8 @@ pub enum CounterPolicy {
 pub struct ClientProfile {
     pub sap: u16,
     pub name: String,
+    /// The roles this client plays for suites (`public`, `management`, ...; see [`roles`]).
+    pub roles: Vec<String>,
     pub mechanism: Mechanism,
     pub protection: Protection,
     pub ciphering: Ciphering,
@@ -156,6 +161,7 @@ impl fmt::Debug for ClientProfile {
         f.debug_struct("ClientProfile")
             .field("sap", &self.sap)
             .field("name", &self.name)
+            .field("roles", &self.roles)
             .field("mechanism", &self.mechanism)
             .field("protection", &self.protection)
             .field("ciphering", &self.ciphering)
@@ -173,6 +179,7 @@ impl ClientProfile {
         ClientProfile {
             sap: 16,
             name: "public".into(),
+            roles: vec!["public".into()],
             mechanism: Mechanism::None,
             protection: Protection::None,
             ciphering: Ciphering::ServiceSpecific,
@@ -195,6 +202,7 @@ impl ClientProfile {
         ClientProfile {
             sap: 1,
             name: "management".into(),
+            roles: vec!["management".into()],
             mechanism: Mechanism::HlsGmac,
             protection: Protection::AuthenticatedEncrypted,
             encryption_key: Some(Key::EXAMPLE_EK),
@@ -213,6 +221,7 @@ impl ClientProfile {
         ClientProfile {
             sap: 2,
             name: "policy test".into(),
+            roles: vec!["policy-test".into()],
             security_setup: Obis::new(0, 0, 43, 0, 2, 255),
             counter_object: Obis::new(0, 0, 43, 1, 2, 255),
             ..ClientProfile::management()
@@ -225,6 +234,7 @@ impl ClientProfile {
         ClientProfile {
             sap: 4,
             name: "spare (destructive tests)".into(),
+            roles: vec!["spare".into()],
             security_setup: Obis::new(0, 0, 43, 0, 4, 255),
             counter_object: Obis::new(0, 0, 43, 1, 4, 255),
             ..ClientProfile::management()
@@ -236,6 +246,7 @@ impl ClientProfile {
         ClientProfile {
             sap: 3,
             name: "reader (LLS)".into(),
+            roles: vec!["lls".into()],
             mechanism: Mechanism::Lls,
             password: Some(b"12345678".to_vec()),
             counter_object: Obis::new(0, 0, 43, 1, 3, 255),
@@ -315,6 +326,8 @@ pub struct DeviceProfile {
     pub security_suite: u8,
     pub security_setup_version: u8,
     pub clients: Vec<ClientProfile>,
+    /// Object roles mapped to class and logical name (see [`roles::OBJECT_ROLES`]).
+    pub objects: BTreeMap<String, ObjectRef>,
     /// Declared features; a case that requires one not listed is skipped.
     pub features: BTreeSet<String>,
     /// Accepted outcomes per variation point, added to the standard's (not used with `--strict`).
@@ -368,6 +381,7 @@ impl Default for DeviceProfile {
                 ClientProfile::lls_reader(),
                 ClientProfile::spare(),
             ],
+            objects: roles::default_objects(),
             features: KNOWN_FEATURES
                 .iter()
                 .filter(|f| !OPT_IN_FEATURES.contains(f))
@@ -398,6 +412,35 @@ impl DeviceProfile {
     pub fn client(&self, sap: u16) -> Option<&ClientProfile> {
         self.clients.iter().find(|c| c.sap == sap)
     }
+    /// The client that plays `role`.
+    pub fn client_by_role(&self, role: &str) -> Option<&ClientProfile> {
+        self.clients
+            .iter()
+            .find(|c| c.roles.iter().any(|r| r == role))
+    }
+
+    /// The object that plays `role`; a client object role (`security-setup`,
+    /// `invocation-counter`) is `client`'s.
+    pub fn object(&self, role: &str, client: Option<&ClientProfile>) -> Option<ObjectRef> {
+        match (roles::client_object_class(role), client) {
+            (Some(class_id), Some(c)) => Some(ObjectRef {
+                class_id,
+                obis: if role == "security-setup" {
+                    c.security_setup
+                } else {
+                    c.counter_object
+                },
+            }),
+            (Some(_), None) => None,
+            (None, _) => self.objects.get(role).copied(),
+        }
+    }
+
+    /// The probe: the public client and the `probe` object, attribute 2.
+    pub fn probe(&self) -> Option<(&ClientProfile, ObjectRef)> {
+        Some((self.client_by_role("public")?, self.object("probe", None)?))
+    }
+
     pub fn client_mut(&mut self, sap: u16) -> Option<&mut ClientProfile> {
         self.clients.iter_mut().find(|c| c.sap == sap)
     }
@@ -523,6 +566,9 @@ struct RawClient {
     sap: u16,
     #[serde(default)]
     name: Option<String>,
+    /// One role or a list (default: `public` for SAP 16, `management` for SAP 1).
+    #[serde(default)]
+    role: Option<OneOrMany>,
     mechanism: Mechanism,
     #[serde(default)]
     security: Option<Protection>,
@@ -549,6 +595,22 @@ struct RawClient {
     conformance: Option<String>,
     #[serde(default)]
     max_pdu_size: Option<u16>,
+}
+
+/// One text or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// An object role: a logical name (class from the role), or class and logical name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawObject {
+    Obis(String),
+    Full { class: u16, obis: String },
 }
 
 /// An LLS password: text, or a source (hex/env/file).
@@ -580,6 +642,9 @@ struct RawProfile {
     /// Clients; when absent, the default public and management clients.
     #[serde(default)]
     clients: Option<Vec<RawClient>>,
+    /// Object roles mapped to logical names (defaults: [`roles::OBJECT_ROLES`]).
+    #[serde(default)]
+    objects: BTreeMap<String, RawObject>,
     /// Features the device has; when absent, all known features.
     #[serde(default)]
     features: Option<Vec<String>>,
@@ -744,9 +809,43 @@ impl RawProfile {
                     }
                     out.push(c.resolve(keys)?);
                 }
+                let mut claimed = BTreeMap::new();
+                for c in &out {
+                    for r in &c.roles {
+                        if let Some(other) = claimed.insert(r.clone(), c.sap) {
+                            return Err(format!(
+                                "role {r:?} is given to client {other} and to client {}",
+                                c.sap
+                            ));
+                        }
+                    }
+                }
                 out
             }
         };
+        let mut objects = roles::default_objects();
+        for (role, o) in self.objects {
+            if roles::CLIENT_OBJECT_ROLES.contains(&role.as_str()) {
+                return Err(format!(
+                    "objects.{role}: this object belongs to a client; give it as `{role}:` of the client"
+                ));
+            }
+            let Some((_, class_id, ..)) = roles::OBJECT_ROLES.iter().find(|(n, ..)| *n == role)
+            else {
+                let hint = crate::suite::did_you_mean(&role, &roles::object_role_names())
+                    .map(|h| format!("; did you mean `{h}`?"))
+                    .unwrap_or_default();
+                return Err(format!("objects: unknown object role {role:?}{hint}"));
+            };
+            let (class_id, text) = match o {
+                RawObject::Obis(t) => (*class_id, t),
+                RawObject::Full { class, obis } => (class, obis),
+            };
+            let obis = text
+                .parse::<Obis>()
+                .map_err(|e| format!("objects.{role}: {e}"))?;
+            objects.insert(role, ObjectRef { class_id, obis });
+        }
         let mut features: BTreeSet<String> = match self.features {
             None => d.features.clone(),
             Some(f) => f.into_iter().collect(),
@@ -779,6 +878,7 @@ impl RawProfile {
             security_suite: suite,
             security_setup_version: self.security_setup_version.unwrap_or(0),
             clients,
+            objects,
             features,
             accepted_outcomes: self.accepted_outcomes,
             counters_after_key_change: self
@@ -820,9 +920,26 @@ impl RawClient {
                 .filter(|v| *v <= 0xFF_FFFF)
                 .ok_or_else(|| format!("{}: {h:?} is not 6 hex digits", w("conformance")))?,
         };
+        let roles = match self.role {
+            None => roles::implied_client_role(sap)
+                .map(|r| vec![r.to_string()])
+                .unwrap_or_default(),
+            Some(OneOrMany::One(r)) => vec![r],
+            Some(OneOrMany::Many(v)) => v,
+        };
+        for r in &roles {
+            if !roles::is_client_role(r) {
+                let names: Vec<&str> = roles::CLIENT_ROLES.iter().map(|(n, _)| *n).collect();
+                let hint = crate::suite::did_you_mean(r, &names)
+                    .map(|h| format!("; did you mean `{h}`?"))
+                    .unwrap_or_default();
+                return Err(format!("{}: unknown role {r:?}{hint}", w("role")));
+            }
+        }
         let c = ClientProfile {
             sap,
             name: self.name.unwrap_or_else(|| format!("client {sap}")),
+            roles,
             mechanism: self.mechanism,
             protection,
             ciphering: self.ciphering.unwrap_or(Ciphering::ServiceSpecific),
@@ -972,5 +1089,53 @@ accepted-outcomes:
         let e = DeviceProfile::parse(&missing, &dir.join("p.yaml"), &|_| None).unwrap_err();
         assert!(e.to_string().contains("no entry \"meter-2/ak\""), "{e}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn maps_client_and_object_roles_with_idis_defaults() {
+        let p = parse(
+            "name: x\nclients:\n  - sap: 16\n    mechanism: none\n  - sap: 17\n    mechanism: lls\n    password: abc\n    role: lls\nobjects:\n  probe: 0-0:96.1.0.255\n  clock: {class: 8, obis: 0-0:1.0.0.255}\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(p.client_by_role("public").map(|c| c.sap), Some(16));
+        assert_eq!(p.client_by_role("lls").map(|c| c.sap), Some(17));
+        assert!(p.client_by_role("management").is_none());
+        let probe = p.object("probe", None).unwrap();
+        assert_eq!(
+            (probe.class_id, probe.obis.to_string().as_str()),
+            (1, "0-0:96.1.0.255")
+        );
+        let lls = p.client(17).unwrap();
+        assert_eq!(p.object("security-setup", Some(lls)).unwrap().class_id, 64);
+        assert!(p.object("security-setup", None).is_none());
+    }
+
+    #[test]
+    fn rejects_unknown_and_doubly_given_roles() {
+        let e = parse(
+            "name: x\nclients:\n  - sap: 16\n    mechanism: none\n    role: publik\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("unknown role \"publik\"") && e.contains("`public`"),
+            "{e}"
+        );
+        let e = parse("name: x\nclients:\n  - sap: 16\n    mechanism: none\n  - sap: 17\n    mechanism: none\n    role: public\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("role \"public\" is given to client 16 and to client 17"),
+            "{e}"
+        );
+        let e = parse("name: x\nobjects: {clok: 0-0:1.0.0.255}\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown object role \"clok\"") && e.contains("`clock`"),
+            "{e}"
+        );
     }
 }
