@@ -10,7 +10,8 @@
 //! 4D4D4D0000000001; server logical address 1, physical address 17 on HDLC.
 //! Clients 2 (HLS-GMAC, policy starting at 0), 3 (LLS, password 12345678) and
 //! 4 (HLS-GMAC, spare for cases that use up a key) match the built-in
-//! simulator's extra clients.
+//! simulator's extra clients; 2 and 4 have keys of their own
+//! ([`Key::example_for_client`]).
 //!
 //! Keys come from hex in the profile, an environment variable, or an entry of a
 //! key file, and never appear in errors, logs or reports.
@@ -224,6 +225,9 @@ impl ClientProfile {
             roles: vec!["policy-test".into()],
             security_setup: Obis::new(0, 0, 43, 0, 2, 255),
             counter_object: Obis::new(0, 0, 43, 1, 2, 255),
+            encryption_key: Some(Key::example_for_client(2).0),
+            authentication_key: Some(Key::example_for_client(2).1),
+            broadcast_key: Some(Key::example_for_client(2).0),
             ..ClientProfile::management()
         }
     }
@@ -237,6 +241,9 @@ impl ClientProfile {
             roles: vec!["spare".into()],
             security_setup: Obis::new(0, 0, 43, 0, 4, 255),
             counter_object: Obis::new(0, 0, 43, 1, 4, 255),
+            encryption_key: Some(Key::example_for_client(4).0),
+            authentication_key: Some(Key::example_for_client(4).1),
+            broadcast_key: Some(Key::example_for_client(4).0),
             ..ClientProfile::management()
         }
     }

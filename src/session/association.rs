@@ -67,6 +67,9 @@ pub struct AssociationRequest {
     /// The lowest invocation counter acceptable from the meter (carried across
     /// associations, so that a meter restarting its counter is caught).
     pub server_guard: Option<ReplayGuard>,
+    /// Refuse protected APDUs from the meter whose counter did not grow
+    /// (default); off, the counters are only watched (the harness's monitors judge them).
+    pub check_server_counter: bool,
 }
 
 impl AssociationRequest {
@@ -98,6 +101,7 @@ impl AssociationRequest {
             initiate_counter: None,
             wrong_challenge_reply: false,
             server_guard: None,
+            check_server_counter: true,
         }
     }
 
@@ -128,6 +132,7 @@ impl AssociationRequest {
         if let Some(g) = &self.server_guard {
             ctx.peer_guard = g.clone();
         }
+        ctx.check_peer_counter = self.check_server_counter;
         Ok(Some(ctx))
     }
 

@@ -465,6 +465,8 @@ pub struct ServerLinkFaults {
     pub accept_bad_checksums: bool,
     /// Answer frames addressed to another server address.
     pub answer_any_address: bool,
+    /// Answer frames whose source address has more than one byte.
+    pub answer_long_source: bool,
     /// Ignore the client's SNRM parameters and use its own maxima.
     pub ignore_snrm_parameters: bool,
     /// Accept I-frames longer than the negotiated maximum.
@@ -475,10 +477,43 @@ pub struct ServerLinkFaults {
     pub answer_in_ndm: bool,
     /// Send long responses in one frame, ignoring the negotiated maximum.
     pub no_segmentation: bool,
-    /// Answer FRMR to malformed frames and stray bytes instead of discarding them.
-    pub answer_malformed: bool,
+    /// Answer FRMR to these malformed frames instead of discarding them silently.
+    pub answer_malformed: MalformedAnswers,
     /// Stay silent on an unknown control field instead of answering FRMR.
     pub ignore_unknown_commands: bool,
+}
+
+/// Which malformed frames a faulty server answers FRMR (each a fault of its own:
+/// a real meter checks them in different places).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MalformedAnswers {
+    /// Stray bytes, or a frame without its opening flag (HDLC_FRAME_N1).
+    pub stray_bytes: bool,
+    /// A frame too short to hold its header (HDLC_FRAME_N2).
+    pub too_short: bool,
+    /// A frame format type other than 1010 (HDLC_FRAME_N3).
+    pub format_type: bool,
+    /// A length field that does not match the frame (HDLC_FRAME_N4).
+    pub length: bool,
+    /// An address of 3 or more than 4 bytes (HDLC_ADDRESS_N7).
+    pub address: bool,
+}
+
+impl MalformedAnswers {
+    /// Whether a frame rejected with `error` is answered.
+    fn answers(&self, error: &HdlcError) -> bool {
+        match error {
+            HdlcError::MissingFlag => self.stray_bytes,
+            HdlcError::TooShort { .. } => self.too_short,
+            // After a shared flag, stray bytes stand where the format field
+            // should: a first byte with no format type at all is one of them.
+            HdlcError::BadFormatType(0) => self.stray_bytes,
+            HdlcError::BadFormatType(_) => self.format_type,
+            HdlcError::LengthMismatch { .. } => self.length,
+            HdlcError::BadAddress { .. } => self.address,
+            _ => false,
+        }
+    }
 }
 
 /// Settings of the server side.
@@ -596,7 +631,7 @@ impl HdlcServer {
                         self.handle_frame(f, now);
                         continue;
                     }
-                    if self.cfg.faults.answer_malformed {
+                    if self.cfg.faults.answer_malformed.answers(&error) {
                         self.frmr_to_any(0x01);
                         continue;
                     }
@@ -606,7 +641,9 @@ impl HdlcServer {
                 }
             }
         }
-        if self.cfg.faults.answer_malformed && self.deframer.dropped_bytes() > dropped_before {
+        if self.cfg.faults.answer_malformed.stray_bytes
+            && self.deframer.dropped_bytes() > dropped_before
+        {
             self.frmr_to_any(0x01);
         }
     }
@@ -642,7 +679,7 @@ impl HdlcServer {
             self.answer_as = f.dest;
         }
         // The source must be a one-byte client address.
-        if !matches!(f.src, Address::One(_)) && !self.cfg.faults.answer_any_address {
+        if !matches!(f.src, Address::One(_)) && !self.cfg.faults.answer_long_source {
             self.events.push_back(ServerEvent::Discarded(format!(
                 "source address {} is not a one-byte client address",
                 f.src

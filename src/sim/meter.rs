@@ -177,6 +177,10 @@ pub struct Meter {
     pub quirks: Quirks,
     pub state: MeterState,
     objects: Vec<Object>,
+    /// Associations opened so far (for the `changes-system-title` quirk).
+    associations: u64,
+    /// A key transfer was refused (for the `counter-back-after-refused-key-transfer` quirk).
+    refused_key_transfer: bool,
 }
 
 fn exc(state: u8, service: u8, ic: Option<u32>) -> ExceptionResponse {
@@ -216,11 +220,23 @@ impl Meter {
             quirks,
             state,
             objects,
+            associations: 0,
+            refused_key_transfer: false,
         }
     }
 
     fn q(&self, q: Quirk) -> bool {
         self.quirks.has(q)
+    }
+
+    /// The system title of the current association: the configured one, or
+    /// with the `changes-system-title` quirk another one every second time.
+    fn own_title(&self) -> SystemTitle {
+        let mut t = self.config.system_title;
+        if self.q(Quirk::ChangesSystemTitle) && self.associations.is_multiple_of(2) {
+            t.0[7] ^= 0x01;
+        }
+        t
     }
 
     pub fn objects(&self) -> &[Object] {
@@ -296,6 +312,9 @@ impl Meter {
     /// would be (a predictable challenge would let a recorded f(StoC) be reused).
     /// Should the OS random source fail, a per-connection derivation stands in.
     fn next_challenge(&self, conn: &mut Connection) -> Vec<u8> {
+        if self.q(Quirk::RepeatsHlsChallenge) {
+            return b"fixed-challenge!".to_vec();
+        }
         let mut random = vec![0u8; 16];
         if getrandom::fill(&mut random).is_ok() {
             return random;
@@ -411,9 +430,11 @@ impl Meter {
         let Some(st) = st else {
             return aare_reject(ctx_name, user(diag::NO_REASON), None).encode();
         };
+        self.associations += 1;
+        let own_title = self.own_title();
         let mut ctx = if needs_title {
             let mut c = CipherContext::new(
-                self.config.system_title,
+                own_title,
                 st.encryption_key.clone(),
                 st.authentication_key.clone(),
                 Protection::AuthenticatedEncrypted,
@@ -506,7 +527,7 @@ impl Meter {
             } else {
                 0
             }),
-            responding_ap_title: needs_title.then(|| self.config.system_title.0.to_vec()),
+            responding_ap_title: needs_title.then(|| own_title.0.to_vec()),
             responding_ae_qualifier: None,
             responding_ap_invocation_id: None,
             responding_ae_invocation_id: None,
@@ -694,6 +715,11 @@ impl Meter {
         sc: SecurityControl,
         ciphering: Ciphering,
     ) -> Option<Vec<u8>> {
+        if std::mem::take(&mut self.refused_key_transfer)
+            && self.q(Quirk::CounterBackAfterRefusedKeyTransfer)
+        {
+            ctx.next_ic = ctx.next_ic.saturating_sub(2);
+        }
         let ic = ctx.take_ic().ok()?;
         if self.q(Quirk::RepeatsOwnCounter) {
             ctx.next_ic = ic;
@@ -705,6 +731,9 @@ impl Meter {
         if self.q(Quirk::NoReleaseResponse) {
             conn.assoc = AssocState::Idle;
             return None;
+        }
+        if self.q(Quirk::RefusesRelease) && matches!(conn.assoc, AssocState::Open(_)) {
+            return Some(exception(SERVICE_NOT_ALLOWED, OPERATION_NOT_POSSIBLE, None).encode());
         }
         let AssocState::Open(a) = &mut conn.assoc else {
             return Some(
@@ -1132,6 +1161,11 @@ impl Meter {
                     .client_guard
                     .lowest_acceptable()
                     .map_or(u32::MAX, |l| l.saturating_sub(1));
+                if self.q(Quirk::StaleCounterObject) {
+                    return Ok(Data::DoubleLongUnsigned(
+                        self.config.initial_invocation_counter,
+                    ));
+                }
                 Data::DoubleLongUnsigned(last)
             }
             ObjectKind::LogicalDeviceName => {
@@ -1142,7 +1176,13 @@ impl Meter {
                 }
             }
             ObjectKind::Clock => match attr {
-                2 => Data::OctetString(objects::date_time(now + self.state.clock_offset).to_vec()),
+                2 => {
+                    let mut v = objects::date_time(now + self.state.clock_offset).to_vec();
+                    if self.q(Quirk::MalformedClock) {
+                        v.extend_from_slice(&[0xAA; 18]);
+                    }
+                    Data::OctetString(v)
+                }
                 3 => Data::Long(0),
                 4 => Data::Unsigned(0),
                 5 => Data::OctetString(vec![0xFF, 0xFF, 3, 0xFE, 7, 2, 0, 0, 0, 0x80, 0, 0]),
@@ -1358,13 +1398,17 @@ impl Meter {
                         if self.q(Quirk::AcceptsUnknownKeyId) {
                             continue;
                         }
+                        self.refused_key_transfer = true;
                         return result(ActionResult::ObjectClassInconsistent);
                     }
                     match unwrap_key(&kek, &wrapped) {
                         Ok(k) => new_keys.push((id, k)),
                         Err(_) if self.q(Quirk::AcceptsBadKeyWrap) => {}
                         // Gurux answers object-class-inconsistent (dlms-facts.md 3.4).
-                        Err(_) => return result(ActionResult::ObjectClassInconsistent),
+                        Err(_) => {
+                            self.refused_key_transfer = true;
+                            return result(ActionResult::ObjectClassInconsistent);
+                        }
                     }
                 }
                 if !self.q(Quirk::KeepsOldKey) {

@@ -51,6 +51,7 @@ quirks! {
     RepeatsOwnCounter = "repeats-own-counter": "protects every response with the same invocation counter",
     RestartsOwnCounter = "restarts-own-counter": "restarts its own invocation counter at the same value in each association",
     WrongCounterInException = "wrong-counter-in-exception": "answers a replayed counter with invocation-counter-error but reports the received counter instead of the expected one",
+    CounterBackAfterRefusedKeyTransfer = "counter-back-after-refused-key-transfer": "sets its own invocation counter back after refusing a key transfer, so it protects two APDUs with the same counter under one key",
     WrapsCounter = "wraps-counter": "accepts an invocation counter that wrapped from 0xFFFFFFFF to 0 under the same key",
     // Ciphering.
     IgnoresGcmTag = "ignores-gcm-tag": "deciphers protected requests without verifying the authentication tag",
@@ -62,6 +63,8 @@ quirks! {
     AcceptsWrongHlsReply = "accepts-wrong-hls-reply": "does not verify the client's f(StoC) in HLS pass 3",
     SendsWrongFCtoS = "sends-wrong-fctos": "answers HLS pass 3 with a wrong f(CtoS)",
     ServesBeforeHls = "serves-before-hls": "serves protected requests before HLS pass 3 has completed",
+    RepeatsHlsChallenge = "repeats-hls-challenge": "sends the same HLS server challenge (StoC) in every association",
+    ChangesSystemTitle = "changes-system-title": "uses another server system title in every second association",
     AcceptsWrongPassword = "accepts-wrong-password": "accepts any LLS password",
     AcceptsUnknownContext = "accepts-unknown-context": "accepts an AARQ with an unknown application context name",
     AcceptsBadApTitle = "accepts-bad-ap-title": "accepts a calling AP title that is not 8 bytes",
@@ -72,6 +75,7 @@ quirks! {
     AcceptsLowerMechanism = "accepts-lower-mechanism": "lets a client that must use HLS-GMAC associate with no authentication",
     AnswersWithoutAssociation = "answers-without-association": "serves a GET that arrives without an association",
     NoReleaseResponse = "no-release-response": "does not answer an RLRQ",
+    RefusesRelease = "refuses-release": "answers an RLRQ on an open association with an exception-response and stays associated",
     AcceptsUnprotectedRelease = "accepts-unprotected-release": "releases a ciphered association on an RLRQ without protected user-information",
     // Security setup.
     AppliesKeyBeforeResponse = "applies-key-before-response": "protects the key transfer response with the new key",
@@ -83,8 +87,13 @@ quirks! {
     IgnoresSecurityPolicy = "ignores-security-policy": "does not enforce a policy set with security_activate",
     // HDLC.
     AnswersBadFcs = "answers-bad-fcs": "processes HDLC frames whose HCS or FCS is wrong instead of discarding them",
-    AnswersOtherAddress = "answers-other-address": "answers HDLC frames addressed to another server address or with a source address of more than one byte",
-    AnswersMalformedFrames = "answers-malformed-frames": "answers FRMR to malformed HDLC frames and stray bytes instead of discarding them silently",
+    AnswersOtherAddress = "answers-other-address": "answers HDLC frames addressed to another server address, or to its own in another size",
+    AnswersLongSourceAddress = "answers-long-source-address": "answers HDLC frames whose source (client) address has more than one byte",
+    AnswersStrayBytes = "answers-stray-bytes": "answers FRMR to stray bytes and to a frame without its opening flag instead of discarding them silently",
+    AnswersShortFrames = "answers-short-frames": "answers FRMR to an HDLC frame too short to hold its header instead of discarding it silently",
+    AnswersBadFormatType = "answers-bad-format-type": "answers FRMR to an HDLC frame whose format type is not 1010 instead of discarding it silently",
+    AnswersWrongLength = "answers-wrong-length": "answers FRMR to an HDLC frame whose length field does not match instead of discarding it silently",
+    AnswersBadAddressLength = "answers-bad-address-length": "answers FRMR to an HDLC frame with a 3-byte address instead of discarding it silently",
     IgnoresUnknownCommands = "ignores-unknown-commands": "stays silent on an HDLC frame with an unknown control field instead of answering FRMR",
     IgnoresSnrmParameters = "ignores-snrm-parameters": "ignores the SNRM parameters and uses its own maxima",
     AcceptsOversizedFrames = "accepts-oversized-frames": "accepts I-frames longer than the negotiated maximum information length",
@@ -97,7 +106,9 @@ quirks! {
     FramesBySegment = "frames-by-segment": "takes each TCP read as one wrapper frame instead of following the length field",
     // COSEM objects.
     WrongInvokeId = "wrong-invoke-id": "answers with a different invoke-id than the request's",
+    MalformedClock = "malformed-clock": "answers the clock's time (attribute 2) with 18 bytes too many after the 12-byte date-time",
     SecuritySetupWrongTypes = "security-setup-wrong-types": "returns the security policy as an unsigned instead of an enum",
+    StaleCounterObject = "stale-counter-object": "shows the same value in the invocation counter object whatever requests it accepted",
     CounterObjectPrivate = "counter-object-private": "refuses to let the public client read the invocation counter object",
     BadLogicalDeviceName = "bad-logical-device-name": "has a logical device name that does not start with a 3-letter FLAG id",
 }

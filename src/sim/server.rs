@@ -166,6 +166,7 @@ pub async fn serve_wrapper<S: ByteStream>(
                 lax.extend_from_slice(&(payload.len() as u16).to_be_bytes());
                 lax.extend_from_slice(payload);
                 if let Some(f) = take_any_version(&mut lax)
+                    && (f.version == 1 || any_version)
                     && (f.destination == wport || answer_unknown)
                     && let Some(resp) = meter.handle(&mut conn, f.source, &f.payload)
                 {
@@ -204,12 +205,19 @@ pub fn hdlc_faults(meter: &Meter) -> ServerLinkFaults {
     ServerLinkFaults {
         accept_bad_checksums: q(Quirk::AnswersBadFcs),
         answer_any_address: q(Quirk::AnswersOtherAddress),
+        answer_long_source: q(Quirk::AnswersLongSourceAddress),
         ignore_snrm_parameters: q(Quirk::IgnoresSnrmParameters),
         accept_oversized_frames: q(Quirk::AcceptsOversizedFrames),
         ignore_sequence_numbers: q(Quirk::IgnoresSequenceNumbers),
         answer_in_ndm: q(Quirk::AnswersInNdm),
         no_segmentation: q(Quirk::NoSegmentation),
-        answer_malformed: q(Quirk::AnswersMalformedFrames),
+        answer_malformed: crate::session::hdlc::MalformedAnswers {
+            stray_bytes: q(Quirk::AnswersStrayBytes),
+            too_short: q(Quirk::AnswersShortFrames),
+            format_type: q(Quirk::AnswersBadFormatType),
+            length: q(Quirk::AnswersWrongLength),
+            address: q(Quirk::AnswersBadAddressLength),
+        },
         ignore_unknown_commands: q(Quirk::IgnoresUnknownCommands),
     }
 }

@@ -349,8 +349,7 @@ fn bad_key_wrap_and_unknown_key_id_are_refused() {
 #[test]
 fn security_activate_only_strengthens_and_is_enforced() {
     let mut rig = Rig::new(&[]);
-    let mut c = ClientProfile::management();
-    c.sap = 2;
+    let c = ClientProfile::policy_test();
     let mut a = rig.associate(&c, 1);
     let activate = |rig: &mut Rig, a: &mut Associated, p: u8| {
         let req = Apdu::ActionRequest(ActionRequest::Normal {

@@ -22,6 +22,7 @@ pub const STEPS: &[&str] = &[
     "check",
     "wait",
     "listen",
+    "given",
 ];
 
 /// Outcome names (`expect:`), in the order of [`crate::suite::model::Outcome`].
