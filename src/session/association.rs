@@ -422,7 +422,9 @@ impl ExpectHlsReply {
             Some(GetDataResult::Data(Data::OctetString(v))) => v,
             other => {
                 return Err(SessionError::ServerAuthentication(format!(
-                    "the action-response carries {other:?} instead of an octet-string f(CtoS)"
+                    "the action-response to pass 3 says success but carries {} instead of an \
+                     octet-string f(CtoS)",
+                    describe_return_parameters(other.as_ref())
                 )));
             }
         };
@@ -449,6 +451,15 @@ impl ExpectHlsReply {
         })?;
         self.assoc.authenticated = true;
         Ok(HlsOutcome::Associated(self.assoc))
+    }
+}
+
+/// What an action-response carries where f(CtoS) should be, for messages.
+fn describe_return_parameters(r: Option<&GetDataResult>) -> String {
+    match r {
+        None => "no return parameters".into(),
+        Some(GetDataResult::Data(d)) => format!("the data {d}"),
+        Some(GetDataResult::Error(e)) => format!("the data-access-result {e}"),
     }
 }
 
@@ -566,6 +577,20 @@ mod tests {
             hex::encode_upper(&bytes),
             "601DA109060760857405080101BE10040E01000000065F1F0400007E1F04B0"
         );
+    }
+
+    #[test]
+    fn a_pass4_without_fctos_is_described_in_the_domain_words() {
+        // The Gurux Python server answers a wrong f(StoC) with success and no
+        // return parameters (action-response C7 01 C1 00 00).
+        assert_eq!(describe_return_parameters(None), "no return parameters");
+        let d = describe_return_parameters(Some(&GetDataResult::Data(Data::Unsigned(5))));
+        assert!(d.starts_with("the data ") && d.contains('5'), "{d}");
+        assert!(!d.contains("Unsigned") && !d.contains("Some"), "{d}");
+        let e = describe_return_parameters(Some(&GetDataResult::Error(
+            crate::wire::apdu::DataAccessResult::ReadWriteDenied,
+        )));
+        assert!(e.contains("read-write-denied"), "{e}");
     }
 
     #[test]
