@@ -354,11 +354,13 @@ impl ExpectAare {
             },
             parameters: Some(Data::OctetString(reply.to_vec())),
         });
-        let request = assoc.wrap(&action.encode())?;
+        let plain_request = action.encode();
+        let request = assoc.wrap(&plain_request)?;
         Ok(AareOutcome::Pass3 {
             next: ExpectHlsReply {
                 assoc,
                 challenge: self.req.challenge,
+                plain_request,
             },
             request,
         })
@@ -382,6 +384,8 @@ impl ExpectAare {
 pub struct ExpectHlsReply {
     assoc: Associated,
     challenge: Vec<u8>,
+    /// The pass 3 action-request before protection (f(StoC) is a GMAC, no secret).
+    plain_request: Vec<u8>,
 }
 
 /// What pass 4 led to.
@@ -397,9 +401,29 @@ impl ExpectHlsReply {
         self.assoc
     }
 
+    /// The pass 3 action-request as sent before protection (for traces).
+    pub fn plain_request(&self) -> &[u8] {
+        &self.plain_request
+    }
+
     /// Handles the action-response to pass 3 and verifies f(CtoS).
-    pub fn handle(mut self, bytes: &[u8]) -> Result<HlsOutcome, SessionError> {
-        let r = self.assoc.unwrap(bytes)?;
+    pub fn handle(self, bytes: &[u8]) -> Result<HlsOutcome, SessionError> {
+        self.handle_traced(bytes).1
+    }
+
+    /// As [`Self::handle`], and also gives the reply as unprotected (when it
+    /// could be), so that a trace shows what the meter answered to pass 3.
+    pub fn handle_traced(
+        mut self,
+        bytes: &[u8],
+    ) -> (Option<Vec<u8>>, Result<HlsOutcome, SessionError>) {
+        match self.assoc.unwrap(bytes) {
+            Err(e) => (None, Err(e)),
+            Ok(r) => (r.protection.map(|_| r.apdu.encode()), self.finish(r)),
+        }
+    }
+
+    fn finish(mut self, r: Received) -> Result<HlsOutcome, SessionError> {
         let response = match r.apdu {
             Apdu::ActionResponse(ActionResponse::Normal { response, .. }) => response,
             Apdu::ExceptionResponse(e) => {
