@@ -3,9 +3,10 @@
 //! wrapper and over HDLC/TCP, with the device profile
 //! `fixtures/devices/gurux-peer.yaml` written from the peer's README.
 //!
-//! Each case's verdict (passed, failed, error, skipped) is compared with the
-//! checked-in table `tests/peer/expected-verdicts.yaml`, per transport. The
-//! test fails on any difference, on any non-pass without `reason:` and
+//! Each case's verdict (passed, failed, error, skipped), and for a failure the
+//! step it failed at, is compared with the checked-in table
+//! `tests/peer/expected-verdicts.yaml`, per transport. The test fails on any
+//! difference, on any non-pass without `reason:` and
 //! `clause:`, on any entry still marked `UNTRIAGED`, and on any `error`
 //! verdict (an error hides a verdict). The triage of every non-pass, with the
 //! clause it rests on, is in that table.
@@ -171,6 +172,11 @@ fn start_peer(python: &Path, iface: &str, logs: &Path) -> Peer {
 struct Entry {
     case: String,
     verdict: String,
+    /// For a failure or an error: the step it happened at, e.g.
+    /// `step 2 (key-transfer)`, so that a case failing for another reason is
+    /// a difference too.
+    #[serde(default)]
+    at: Option<String>,
     #[serde(default)]
     reason: Option<String>,
     #[serde(default)]
@@ -195,6 +201,16 @@ fn one_line(s: &str) -> String {
 /// with a space, so one-line text survives a round trip).
 fn folded(out: &mut String, key: &str, text: &str) {
     let text = one_line(text);
+    // Short text that YAML reads as a plain scalar goes on the key's line.
+    let plain = !text.is_empty()
+        && text.len() <= 80
+        && !text.contains(": ")
+        && !text.contains(" #")
+        && !text.starts_with(|c: char| "-?:,[]{}#&*!|>'\"%@`".contains(c));
+    if plain {
+        out.push_str(&format!("    {key}: {text}\n"));
+        return;
+    }
     out.push_str(&format!("    {key}: >-\n"));
     let mut line = String::new();
     for word in text.split(' ') {
@@ -222,6 +238,9 @@ fn render_table(table: &Table, header: &str) -> String {
                 "  - case: {}\n    verdict: {}\n",
                 e.case, e.verdict
             ));
+            if let Some(a) = &e.at {
+                folded(&mut out, "at", a);
+            }
             if let Some(r) = &e.reason {
                 folded(&mut out, "reason", r);
             }
@@ -300,6 +319,18 @@ struct Observed {
     case: String,
     verdict: &'static str,
     message: String,
+}
+
+impl Observed {
+    /// The step of a failure or error: `step 2 (key-transfer)` of
+    /// `step 2 (key-transfer): expected ...`.
+    fn at(&self) -> Option<String> {
+        if !matches!(self.verdict, "failed" | "error") || !self.message.starts_with("step ") {
+            return None;
+        }
+        let end = self.message.find("): ")?;
+        self.message.get(..=end).map(one_line)
+    }
 }
 
 fn observed(case: String, v: &Verdict) -> Observed {
@@ -413,6 +444,15 @@ fn differences(table: &Table, got: &BTreeMap<String, Vec<Observed>>) -> Vec<Stri
                     o.verdict,
                     with_message(&o.message)
                 )),
+                Some(e) if e.at.is_some() && e.at != o.at() => out.push(format!(
+                    "{transport} {}: expected {} at {}, got {} at {}{}",
+                    o.case,
+                    e.verdict,
+                    e.at.as_deref().unwrap_or_default(),
+                    o.verdict,
+                    o.at().as_deref().unwrap_or("no step"),
+                    with_message(&o.message)
+                )),
                 Some(_) => {}
             }
         }
@@ -450,6 +490,7 @@ fn blessed(old: &Table, got: &BTreeMap<String, Vec<Observed>>) -> Table {
                 let mut e = Entry {
                     case: o.case.clone(),
                     verdict: o.verdict.to_string(),
+                    at: o.at(),
                     reason: None,
                     clause: None,
                 };
@@ -457,15 +498,22 @@ fn blessed(old: &Table, got: &BTreeMap<String, Vec<Observed>>) -> Table {
                     return e;
                 }
                 match before.get(o.case.as_str()) {
-                    Some(b) if b.verdict == o.verdict && b.reason.is_some() => {
+                    Some(b)
+                        if b.verdict == o.verdict
+                            && b.reason.is_some()
+                            && (b.at.is_none() || b.at == e.at) =>
+                    {
                         e.reason = b.reason.clone();
                         e.clause = b.clause.clone();
                     }
                     b => {
                         let was = match b {
                             Some(b) if b.verdict != "passed" => format!(
-                                " (was {}: {})",
+                                " (was {}{}: {})",
                                 b.verdict,
+                                b.at.as_deref()
+                                    .map(|a| format!(" at {a}"))
+                                    .unwrap_or_default(),
                                 b.reason.as_deref().unwrap_or("no reason")
                             ),
                             Some(b) => format!(" (was {})", b.verdict),
@@ -573,6 +621,7 @@ mod table_format {
         Entry {
             case: case.into(),
             verdict: verdict.into(),
+            at: None,
             reason: reason.map(Into::into),
             clause: reason.map(|_| "Green Book 9.3.2".into()),
         }
@@ -589,12 +638,15 @@ mod table_format {
     #[test]
     fn a_rendered_table_reads_back_with_long_reasons_folded() {
         let long = "the meter answers: \"quoted\", #not-a-comment, key: value ".repeat(6);
+        let mut short = entry("a::D", "failed", Some("- looks like a list: and a map #x"));
+        short.at = Some("step 5 (get 17/0-0:41.0.0.255/2)".into());
         let mut t = Table::new();
         t.insert(
             "wrapper".into(),
             vec![
                 entry("a::B", "passed", None),
                 entry("a::C", "failed", Some(&long)),
+                short,
             ],
         );
         let text = render_table(&t, "# header\n");
@@ -604,6 +656,11 @@ mod table_format {
             Some(one_line(&long).as_str())
         );
         assert_eq!(back["wrapper"][0], t["wrapper"][0]);
+        assert_eq!(back["wrapper"][2], t["wrapper"][2]);
+        assert!(
+            text.contains("    at: step 5 (get 17/0-0:41.0.0.255/2)\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -626,6 +683,44 @@ mod table_format {
         assert!(
             p.iter().any(|m| m.contains("a::S") && m.contains("reason")),
             "{p:#?}"
+        );
+    }
+
+    #[test]
+    fn a_failure_at_another_step_is_a_difference() {
+        let mut t = Table::new();
+        let mut e = entry("a::F", "failed", Some("a real deviation"));
+        e.at = Some("step 2 (key-transfer)".into());
+        t.insert("wrapper".into(), vec![e]);
+        let same = BTreeMap::from([(
+            "wrapper".to_string(),
+            vec![seen(
+                "a::F",
+                "failed",
+                "step 2 (key-transfer): expected x, got y",
+            )],
+        )]);
+        assert!(differences(&t, &same).is_empty());
+        let moved = BTreeMap::from([(
+            "wrapper".to_string(),
+            vec![seen(
+                "a::F",
+                "failed",
+                "step 3 (get 8/0-0:1.0.0.255/2): expected x, got y",
+            )],
+        )]);
+        let d = differences(&t, &moved);
+        assert_eq!(d.len(), 1, "{d:#?}");
+        assert!(
+            d[0].contains("expected failed at step 2 (key-transfer), got failed at step 3 (get 8/0-0:1.0.0.255/2)"),
+            "{d:#?}"
+        );
+        // A bless does not carry the old reason over to the new step.
+        let new = blessed(&t, &moved);
+        let r = new["wrapper"][0].reason.as_deref().unwrap_or_default();
+        assert!(
+            r.starts_with(UNTRIAGED) && r.contains("was failed at step 2"),
+            "{r}"
         );
     }
 
