@@ -348,7 +348,7 @@ fn observed(case: String, v: &Verdict) -> Observed {
 }
 
 /// Runs every shipped suite against each peer at once; transport -> cases in order.
-fn run_suites(peers: &[(&'static str, &'static str, Peer)]) -> BTreeMap<String, Vec<Observed>> {
+fn run_suites(peers: &mut [(&'static str, &'static str, Peer)]) -> BTreeMap<String, Vec<Observed>> {
     let (suites, errors) =
         suite::load_paths(&[root().join("suites")], &ValidationContext::default());
     assert!(
@@ -364,7 +364,7 @@ fn run_suites(peers: &[(&'static str, &'static str, Peer)]) -> BTreeMap<String, 
     let profile = DeviceProfile::load(&profile_path).unwrap_or_else(|e| panic!("{e}"));
     let mut targets = Vec::new();
     let mut names = BTreeMap::new();
-    for (transport, scheme, peer) in peers {
+    for (transport, scheme, peer) in peers.iter() {
         let text = format!("{scheme}://{}", peer.addr);
         let spec: TargetSpec = text
             .parse()
@@ -400,6 +400,15 @@ fn run_suites(peers: &[(&'static str, &'static str, Peer)]) -> BTreeMap<String, 
         tx,
         cancel,
     ));
+    // A meter that died in the run would explain every difference at once: say so.
+    for (transport, _, peer) in peers.iter_mut() {
+        if let Ok(Some(status)) = peer.child.try_wait() {
+            panic!(
+                "the peer meter ({transport}) exited with {status} during the run:\n{}",
+                peer.log_text()
+            );
+        }
+    }
     let traces = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("peer-traces");
     let _ = std::fs::remove_dir_all(&traces);
     let mut writer = TraceWriter::new(traces);
@@ -538,13 +547,13 @@ fn blessed(old: &Table, got: &BTreeMap<String, Vec<Observed>>) -> Table {
 fn every_suite_against_the_gurux_peer_matches_the_expected_verdicts() {
     let python = python();
     let logs = tempfile::tempdir().expect("a temporary directory");
-    let peers: Vec<(&'static str, &'static str, Peer)> = TRANSPORTS
+    let mut peers: Vec<(&'static str, &'static str, Peer)> = TRANSPORTS
         .iter()
         .map(|(transport, iface, scheme)| {
             (*transport, *scheme, start_peer(&python, iface, logs.path()))
         })
         .collect();
-    let got = run_suites(&peers);
+    let got = run_suites(&mut peers);
     for (transport, _, peer) in &peers {
         let log = peer.log_text();
         // The peer patches its library at start; another library version makes it another meter.

@@ -411,12 +411,33 @@ impl HdlcClient {
                     )));
                     return;
                 }
+                let answered_i_frame = polled_by_hand
+                    || matches!(
+                        self.outstanding,
+                        Some((
+                            FrameRepr {
+                                control: Control::I { .. },
+                                ..
+                            },
+                            _,
+                            _
+                        ))
+                    );
                 self.outstanding = None;
                 if recv_seq != self.vs {
-                    self.events.push_back(ClientEvent::Violation(format!(
-                        "I-frame with N(R)={recv_seq}, expected {}",
-                        self.vs
-                    )));
+                    let last_sent = (self.vs + 7) & 7;
+                    let why = if recv_seq == last_sent && answered_i_frame {
+                        // ISO/IEC 13239: N(R) names the next frame expected, so
+                        // this one says our I-frame was not received.
+                        format!(
+                            "I-frame with N(R)={recv_seq} answers our I-frame N(S)={last_sent} \
+                             without acknowledging it (expected N(R)={})",
+                            self.vs
+                        )
+                    } else {
+                        format!("I-frame with N(R)={recv_seq}, expected {}", self.vs)
+                    };
+                    self.events.push_back(ClientEvent::Violation(why));
                 }
                 self.vr = inc(self.vr);
                 self.received_i = true;
@@ -1151,6 +1172,42 @@ mod tests {
                 |e| matches!(e, ClientEvent::Violation(v) if v.contains("without being polled"))
             ),
             "{unnoted:?}"
+        );
+    }
+
+    #[test]
+    fn an_answer_that_does_not_acknowledge_its_request_says_so() {
+        // The Gurux peer's replay shim answers our I-frame N(S)=k with an
+        // I-frame whose N(R) is still k.
+        let (mut c, mut s) = pair(128, 128);
+        let now = Instant::now();
+        connected(&mut c, &mut s, now);
+        c.send_apdu(&[1], now).unwrap();
+        s.handle_bytes(&c.poll_transmit().unwrap(), now);
+        while s.poll_event().is_some() {}
+        let (ns, _) = c.sequence();
+        let unacknowledging = FrameRepr {
+            segmented: false,
+            dest: Address::client(16),
+            src: Address::server(1, 17),
+            control: Control::I {
+                send_seq: 0,
+                recv_seq: (ns + 7) & 7,
+                poll_final: true,
+            },
+            info: [&LLC_RESPONSE[..], &[0xD8, 0x01, 0x06]].concat(),
+        };
+        c.handle_bytes(&unacknowledging.encode(), now);
+        let ev = events(&mut c);
+        assert!(
+            ev.iter().any(|e| matches!(e, ClientEvent::Violation(v)
+                if v == "I-frame with N(R)=0 answers our I-frame N(S)=0 without acknowledging it (expected N(R)=1)")),
+            "{ev:?}"
+        );
+        // The APDU is still given: the verdict decides what the answer means.
+        assert!(
+            ev.contains(&ClientEvent::Apdu(vec![0xD8, 0x01, 0x06])),
+            "{ev:?}"
         );
     }
 
