@@ -177,8 +177,13 @@ impl Client {
                     self.assoc = Some(next.abandon());
                     return Ok(AssociateOutcome::Associated);
                 }
+                self.note_plain(Direction::Sent, next.plain_request());
                 let reply = self.link.request(&request).await?;
-                match next.handle(&reply) {
+                let (plain_reply, outcome) = next.handle_traced(&reply);
+                if let Some(plain) = plain_reply {
+                    self.note_plain(Direction::Received, &plain);
+                }
+                match outcome {
                     Ok(HlsOutcome::Associated(a)) => {
                         self.assoc = Some(a);
                         Ok(AssociateOutcome::Associated)
