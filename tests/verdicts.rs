@@ -71,3 +71,64 @@ fn a_refused_release_makes_the_cases_that_need_one_inconclusive() {
         "{errors:?}"
     );
 }
+
+/// A case over HDLC that is not about the link: the meter's link faults in
+/// it go to MONITOR_HDLC_LINK, and the case is judged on its point. (Against
+/// the in-process simulator only the hdlc suite's cases, tagged `link`, run
+/// over HDLC, so the mutation matrix cannot show this monitor failing.)
+const OVER_HDLC: &str = r#"
+suite: over-hdlc
+title: A long read over HDLC
+requires: [hdlc]
+cases:
+  - id: LONG_READ
+    title: The object list reads over HDLC with a small information field
+    checks: Blue Book class 15 attribute 2
+    client: public
+    steps:
+      - connect: {max-info-rx: 32}
+      - given: {associate: {}}
+      - get: {object: current-association, attr: 2, expect: {type: array}}
+    teardown:
+      - release: {}
+"#;
+
+fn run_source_with(quirks: &[&str]) -> CaseVerdicts {
+    let s = suite::load_source(
+        std::path::Path::new("over-hdlc.yaml"),
+        OVER_HDLC.to_string(),
+        &ValidationContext::default(),
+    )
+    .expect("the inline suite loads");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run_on_simulator(
+        Arc::new(vec![s]),
+        None,
+        Quirks::from_names(quirks).expect("known quirks"),
+        simulator_test_profile(),
+    ))
+}
+
+fn verdict_of<'a>(v: &'a CaseVerdicts, case: &str) -> &'a Verdict {
+    &v.iter()
+        .find(|(_, c, _)| c == case)
+        .unwrap_or_else(|| panic!("{case} did not run: {v:?}"))
+        .2
+}
+
+#[test]
+fn link_faults_outside_the_link_cases_fail_the_link_monitor_once() {
+    let bad = run_source_with(&["no-segmentation"]);
+    assert_eq!(verdict_of(&bad, "LONG_READ"), &Verdict::Passed);
+    let Verdict::Failed(d) = verdict_of(&bad, "MONITOR_HDLC_LINK") else {
+        panic!("{bad:?}")
+    };
+    assert!(d.message.contains("LONG_READ"), "{}", d.message);
+
+    let good = run_source_with(&[]);
+    assert_eq!(verdict_of(&good, "LONG_READ"), &Verdict::Passed);
+    assert_eq!(verdict_of(&good, "MONITOR_HDLC_LINK"), &Verdict::Passed);
+}

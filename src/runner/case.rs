@@ -368,6 +368,9 @@ fn observed_from_apdu(apdu: &Apdu) -> Observed {
             counter: e.invocation_counter,
         },
         Apdu::Rlre(_) => Observed::Released,
+        // A confirmed-service-error of the initiate service (Gurux answers a
+        // GET without an association this way).
+        Apdu::ConfirmedServiceError(e) if e.service == 1 => Observed::InitiateError(e.value),
         Apdu::Aare(a) if a.result != 0 => Observed::Rejected {
             result: a.result,
             diagnostic: a.diagnostic,
@@ -623,7 +626,10 @@ impl<'a> CaseRun<'a> {
         result
     }
 
-    /// A protocol violation the link saw during a step fails the step.
+    /// A protocol violation the link saw during a step fails the step of a
+    /// case about the link (tagged `link`); in any other case it goes to the
+    /// run's link monitor (and the case's traffic), which fails once for it
+    /// rather than every case whose exchange it happened in.
     fn check_violations(&mut self) -> StepResult {
         let mut all = Vec::new();
         for c in self.clients.values_mut() {
@@ -632,10 +638,27 @@ impl<'a> CaseRun<'a> {
         if all.is_empty() {
             return Ok(());
         }
-        Err(StepError::Fail {
-            message: format!("the device broke the link protocol: {}", all.join("; ")),
-            label: all.first().cloned().unwrap_or_default(),
-        })
+        let about_the_link = self
+            .suite
+            .suite
+            .tags
+            .iter()
+            .chain(&self.case.tags)
+            .any(|t| t == "link");
+        if about_the_link {
+            return Err(StepError::Fail {
+                message: format!("the device broke the link protocol: {}", all.join("; ")),
+                label: all.first().cloned().unwrap_or_default(),
+            });
+        }
+        for v in all {
+            self.t.monitors.link_violation(&self.case.id, &v);
+            self.note(format!(
+                "link protocol violation, judged by {}: {v}",
+                crate::runner::monitor::LINK.id
+            ));
+        }
+        Ok(())
     }
 
     /// Keeps the counter book in step with the open associations.
