@@ -342,6 +342,17 @@ pub struct DeviceProfile {
     pub counters_after_key_change: CounterPolicy,
     /// Where client invocation counters are kept between runs.
     pub state_file: Option<PathBuf>,
+    /// How to restart (power-cycle) the device, for cases with a `restart` step.
+    pub restart: Option<RestartSettings>,
+}
+
+/// How to restart a real device: a shell command (a programmable power
+/// supply, a relay), its time limit, and how long the device takes to come back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartSettings {
+    pub command: String,
+    pub timeout: Duration,
+    pub wait: Duration,
 }
 
 /// Features the built-in simulator has; the default profile declares all of them.
@@ -363,6 +374,7 @@ pub const KNOWN_FEATURES: &[&str] = &[
     "counter-objects",
     "idis-p2",
     "counter-wrap",
+    "restart",
 ];
 
 /// Known features a profile has only when it says so: they change the device
@@ -397,6 +409,7 @@ impl Default for DeviceProfile {
             accepted_outcomes: BTreeMap::new(),
             counters_after_key_change: CounterPolicy::Either,
             state_file: None,
+            restart: None,
         }
     }
 }
@@ -664,6 +677,18 @@ struct RawProfile {
     counters_after_key_change: Option<CounterPolicy>,
     #[serde(default)]
     state_file: Option<PathBuf>,
+    #[serde(default)]
+    restart: Option<RawRestart>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRestart {
+    command: String,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    wait: Option<String>,
 }
 
 struct KeyResolver<'a> {
@@ -892,6 +917,14 @@ impl RawProfile {
                 .counters_after_key_change
                 .unwrap_or(d.counters_after_key_change),
             state_file: self.state_file,
+            restart: match self.restart {
+                None => None,
+                Some(r) => Some(RestartSettings {
+                    command: r.command,
+                    timeout: duration(&r.timeout, "restart.timeout", Duration::from_secs(60))?,
+                    wait: duration(&r.wait, "restart.wait", Duration::from_secs(10))?,
+                }),
+            },
         })
     }
 }

@@ -243,6 +243,7 @@ pub fn step_label(step: &Step) -> String {
             a.method
         ),
         Step::Given(inner) => format!("given {}", step_label(inner)),
+        Step::Restart(_) => "restart".into(),
         Step::Send(s) => {
             let what = if s.apdu.is_some() {
                 "apdu"
@@ -307,7 +308,7 @@ fn step_expect(step: &Step) -> Option<&Expect> {
         Step::SecurityActivate(s) => s.expect.as_ref(),
         Step::Listen(s) => s.expect.as_ref(),
         Step::Given(inner) => step_expect(inner),
-        Step::ReadCounter(_) | Step::Check(_) | Step::Wait(_) => None,
+        Step::ReadCounter(_) | Step::Check(_) | Step::Wait(_) | Step::Restart(_) => None,
     }
 }
 
@@ -818,6 +819,56 @@ impl<'a> CaseRun<'a> {
         }
     }
 
+    /// A power cycle of the meter: links closed, then the simulator restarted,
+    /// or the device profile's restart command run, then the wait.
+    async fn restart(&mut self, r: &m::RestartStep) -> StepResult {
+        self.collect_traffic();
+        self.close_all().await;
+        let wait = match &r.wait {
+            Some(w) => parse_duration(w)?,
+            None => self
+                .t
+                .profile
+                .restart
+                .as_ref()
+                .map_or(Duration::ZERO, |x| x.wait),
+        };
+        if let Some(sim) = &self.t.sim {
+            sim.meter.restart();
+            self.note("the simulated meter restarted (from its memory)");
+        } else if let Some(rs) = self.t.profile.restart.clone() {
+            let run = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(&rs.command)
+                .kill_on_drop(true)
+                .output();
+            let out = match tokio::time::timeout(rs.timeout, run).await {
+                Err(_) => {
+                    return harness(format!(
+                        "the restart command did not end within {}",
+                        humantime::format_duration(rs.timeout)
+                    ));
+                }
+                Ok(Err(e)) => return harness(format!("cannot run the restart command: {e}")),
+                Ok(Ok(o)) => o,
+            };
+            if !out.status.success() {
+                return harness(format!(
+                    "the restart command failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            self.note("the device profile's restart command ran");
+        } else {
+            return harness(
+                "the device profile gives no restart command (restart: {command: ...})",
+            );
+        }
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
     fn diag(
         &self,
         step: usize,
@@ -950,6 +1001,7 @@ impl<'a> CaseRun<'a> {
                 Ok(())
             }
             Step::Check(c) => self.check(c),
+            Step::Restart(r) => self.restart(r).await,
             Step::Given(inner) => match Box::pin(self.step(inner)).await {
                 Ok(()) => Ok(()),
                 Err(StepError::Fail { message, .. } | StepError::Harness(message))

@@ -146,6 +146,12 @@ fn plan_case(
             missing.join(", ")
         ));
     }
+    if requires.iter().any(|r| r == "restart") && t.sim.is_none() && t.profile.restart.is_none() {
+        return Err(format!(
+            "the device profile `{}` gives no restart command (restart: {{command: ...}})",
+            t.profile.name
+        ));
+    }
     let needed = crate::suite::roles::needed_roles(&suite.suite.cases[ci], vars);
     let unmapped = crate::suite::roles::unmapped(&needed, &t.profile);
     if !unmapped.is_empty() {

@@ -253,6 +253,18 @@ pub const VARIATION_POINTS: &[VariationPoint] = &[
         lenient: &["result:any"],
     },
     VariationPoint {
+        name: "undefined-object",
+        what: "a GET of an object the meter does not have (Blue Book / Green Book Data-Access-Result object-undefined (4)); some meters answer object-unavailable or, for objects outside the association's list, read-write-denied",
+        strict: &["result:object-undefined"],
+        lenient: &["result:object-unavailable", "result:read-write-denied"],
+    },
+    VariationPoint {
+        name: "counter-after-refusal",
+        what: "a protected request with the counter of an earlier request the meter refused (bad tag): the lowest acceptable value moves only when verification succeeds (Green Book 9.2.7.2.4 as quoted in dlms-facts 4.1), so it is served",
+        strict: &["success"],
+        lenient: &[],
+    },
+    VariationPoint {
         name: "not-served",
         what: "a request the meter must not serve where the form of the refusal is another case's point (APPL_IDLE_N1 judges it without an association): any answer but data or success",
         strict: &[

@@ -229,6 +229,17 @@ impl Meter {
         self.quirks.has(q)
     }
 
+    /// A power cycle: what lives only in RAM is gone (the links, handled by
+    /// the server; a pending refusal); keys, counters, policies and the clock
+    /// offset are the meter's memory and stay, unless the
+    /// `forgets-state-on-restart` quirk is on.
+    pub fn restart(&mut self) {
+        self.refused_key_transfer = false;
+        if self.q(Quirk::ForgetsStateOnRestart) {
+            self.state = MeterState::new(&self.config);
+        }
+    }
+
     /// The system title of the current association: the configured one, or
     /// with the `changes-system-title` quirk another one every second time.
     fn own_title(&self) -> SystemTitle {
@@ -413,6 +424,10 @@ impl Meter {
                 }
             }
             Mechanism::HlsGmac => match &aarq.calling_authentication_value {
+                Some(c) if c.len() != 16 && self.q(Quirk::FixedChallengeLength) => {
+                    return aare_reject(ctx_name, user(diag::AUTHENTICATION_FAILURE), None)
+                        .encode();
+                }
                 Some(c) if (8..=64).contains(&c.len()) => {}
                 Some(_) => {
                     return aare_reject(ctx_name, user(diag::AUTHENTICATION_FAILURE), None)
@@ -465,9 +480,26 @@ impl Meter {
                 let Some(ctx) = ctx.as_mut() else {
                     return aare_reject(ctx_name, user(diag::NO_REASON), None).encode();
                 };
-                match self.open_request(ctx, c, !self.q(Quirk::AcceptsReplayedInitiate)) {
+                match self.open_request(ctx, c, !self.q(Quirk::AcceptsReplayedInitiate), true) {
                     Ok((Apdu::InitiateRequest(r), sc)) => (r, Some(sc)),
                     Ok(_) => return aare_reject(ctx_name, user(diag::NO_REASON), None).encode(),
+                    // The quirk: what does not decipher is taken as a default InitiateRequest.
+                    Err(e)
+                        if e.service_error == DECIPHERING_ERROR
+                            && self.q(Quirk::AcceptsUndecipherableInitiate) =>
+                    {
+                        (
+                            InitiateRequest {
+                                dedicated_key: None,
+                                response_allowed: true,
+                                proposed_quality_of_service: None,
+                                proposed_dlms_version: 6,
+                                proposed_conformance: Conformance(self.config.conformance),
+                                client_max_receive_pdu_size: self.config.max_pdu_size,
+                            },
+                            Some(SecurityControl::new(true, true, 0)),
+                        )
+                    }
                     // Gurux answers a bad glo-initiate with an exception-response (dlms-facts.md 4.3).
                     Err(reply) => return Apdu::ExceptionResponse(reply).encode(),
                 }
@@ -588,16 +620,23 @@ impl Meter {
 
     /// Deciphers a protected request and checks its counter. On failure, the
     /// exception-response to send.
+    /// `initiate`: the glo-initiate-request of an AARQ (rather than a service request).
     fn open_request(
         &mut self,
         ctx: &mut CipherContext,
         apdu: &Apdu,
         check_counter: bool,
+        initiate: bool,
     ) -> Result<(Apdu, SecurityControl), ExceptionResponse> {
+        let ignore_tag = if initiate {
+            self.q(Quirk::IgnoresInitiateTag)
+        } else {
+            self.q(Quirk::IgnoresGcmTag)
+        };
         let opened = match ctx.open(apdu) {
             Ok(u) => Ok(u),
             Err(CipherError::Security(crate::security::SecurityError::TagMismatch))
-                if self.q(Quirk::IgnoresGcmTag) =>
+                if ignore_tag =>
             {
                 self.open_ignoring_tag(ctx, apdu).ok_or(())
             }
@@ -752,7 +791,7 @@ impl Meter {
                 (Some(ui), Some(ctx)) => match Apdu::decode(ui) {
                     Ok(c @ Apdu::Ciphered(_)) => {
                         let mut ctx2 = ctx.clone();
-                        match self.open_request(&mut ctx2, &c, true) {
+                        match self.open_request(&mut ctx2, &c, true, false) {
                             Ok((Apdu::InitiateRequest(_), sc)) => {
                                 *ctx = ctx2;
                                 let resp = Apdu::InitiateResponse(InitiateResponse {
@@ -847,7 +886,22 @@ impl Meter {
                 return exception(SERVICE_NOT_ALLOWED, DECIPHERING_ERROR, None).encode();
             };
             let mut work = ctx.clone();
-            let opened = self.open_request(&mut work, &apdu, true);
+            let opened = self.open_request(&mut work, &apdu, true, false);
+            if opened.is_err() && self.q(Quirk::CountsRefusedRequests) {
+                // The quirk: a refused request still moves the lowest acceptable counter.
+                let ic = match &apdu {
+                    Apdu::Ciphered(c) => c.invocation_counter(),
+                    Apdu::GeneralGloCiphering(g) | Apdu::GeneralDedCiphering(g) => {
+                        g.invocation_counter()
+                    }
+                    _ => None,
+                };
+                if let Some(ic) = ic {
+                    ctx.peer_guard.force(ic);
+                    let ctx = ctx.clone();
+                    self.save_counters(assoc.client, &ctx);
+                }
+            }
             match opened {
                 Ok((p, sc)) => {
                     *ctx = work;
@@ -1102,7 +1156,12 @@ impl Meter {
         d: &AttributeDescriptor,
         now: i64,
     ) -> Result<Data, DataAccessResult> {
-        let o = self.find(d.class_id, d.instance)?;
+        let o = match self.find(d.class_id, d.instance) {
+            Err(DataAccessResult::ObjectUndefined) if self.q(Quirk::ServesUndefinedObject) => {
+                return Ok(Data::Null);
+            }
+            r => r?,
+        };
         if d.attribute_id < 1 || d.attribute_id > o.attributes {
             return Err(DataAccessResult::ObjectUndefined);
         }

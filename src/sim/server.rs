@@ -24,6 +24,8 @@ use crate::wire::wrapper::{WrapperDeframer, WrapperFrame};
 pub struct SharedMeter {
     meter: Arc<Mutex<Meter>>,
     connections: Arc<AtomicU64>,
+    /// Restarts so far: a connection from before a restart is dropped.
+    restarts: Arc<AtomicU64>,
     /// Called with one line per association event, when set.
     log: Option<Arc<dyn Fn(String) + Send + Sync>>,
     /// Called after a request that changed the meter's memory ([`crate::sim::meter::MeterState`]), when set.
@@ -50,6 +52,7 @@ impl SharedMeter {
         SharedMeter {
             meter: Arc::new(Mutex::new(meter)),
             connections: Arc::new(AtomicU64::new(0)),
+            restarts: Arc::new(AtomicU64::new(0)),
             log: None,
             on_change: None,
         }
@@ -72,6 +75,21 @@ impl SharedMeter {
     /// the meter's state is plain data and stays usable.
     pub fn lock(&self) -> MutexGuard<'_, Meter> {
         self.meter.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Restarts the meter as a power cycle would: every link drops, and the
+    /// meter comes back from its memory (see [`Meter::restart`]).
+    pub fn restart(&self) {
+        self.lock().restart();
+        self.restarts.fetch_add(1, Ordering::SeqCst);
+        if let Some(f) = &self.on_change {
+            f();
+        }
+    }
+
+    /// How many restarts so far.
+    fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::SeqCst)
     }
 
     fn new_connection(&self) -> Connection {
@@ -122,6 +140,7 @@ pub async fn serve_wrapper<S: ByteStream>(
         )
     };
     let mut conn = meter.new_connection();
+    let born = meter.restarts();
     let mut deframer = WrapperDeframer::new(65_535);
     // Faulty framings keep their own buffer: frames with any version, or one frame per read.
     let mut lax: Vec<u8> = Vec::new();
@@ -155,7 +174,8 @@ pub async fn serve_wrapper<S: ByteStream>(
             }
         }
         let n = stream.read(&mut buf).await?;
-        if n == 0 {
+        if n == 0 || meter.restarts() != born {
+            // Closed, or the meter restarted since: the link is gone.
             return Ok(());
         }
         let data = &buf[..n];
@@ -241,6 +261,7 @@ pub async fn serve_hdlc<S: ByteStream>(meter: SharedMeter, mut stream: S) -> std
     };
     let mut link = HdlcServer::new(cfg);
     let mut conn = meter.new_connection();
+    let born = meter.restarts();
     let mut buf = vec![0u8; 4096];
     loop {
         while let Some(ev) = link.poll_event() {
@@ -277,7 +298,7 @@ pub async fn serve_hdlc<S: ByteStream>(meter: SharedMeter, mut stream: S) -> std
             }
             None => read.await?,
         };
-        if n == 0 {
+        if n == 0 || meter.restarts() != born {
             return Ok(());
         }
         link.handle_bytes(&buf[..n], Instant::now());

@@ -169,6 +169,9 @@ pub enum Step {
     Wait(#[schemars(schema_with = "super::schema::duration")] String),
     /// Expect the device to stay silent, or to close the link, with nothing sent.
     Listen(ListenStep),
+    /// Restart the meter (a power cycle): the simulator restarts from its memory;
+    /// a real meter runs the device profile's restart command. Links are closed first.
+    Restart(RestartStep),
     /// A step that establishes a precondition of the case rather than its point:
     /// `- given: {associate: {}}`. When it does not hold, the case is inconclusive
     /// ("precondition failed: ..."), never failed.
@@ -594,6 +597,16 @@ pub struct CheckStep {
     /// Message shown on failure.
     #[serde(default)]
     pub message: Option<String>,
+}
+
+/// `restart:`
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RestartStep {
+    /// How long to wait after the restart before going on (default: the device profile's).
+    #[serde(default)]
+    #[schemars(schema_with = "super::schema::duration")]
+    pub wait: Option<String>,
 }
 
 /// `listen:` expects silence or a disconnect for a while.

@@ -532,6 +532,11 @@ impl Validator<'_> {
                 self.name_in(&p("check", &["op"]), "comparison", &c.op, vocab::CHECK_OPS);
             }
             Step::Wait(w) => self.duration(&p("wait", &[]), "wait", w),
+            Step::Restart(r) => {
+                if let Some(w) = &r.wait {
+                    self.duration(&p("restart", &["wait"]), "wait", w);
+                }
+            }
             Step::Given(inner) => {
                 if matches!(**inner, Step::Given(_)) {
                     self.report(

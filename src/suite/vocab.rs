@@ -22,6 +22,7 @@ pub const STEPS: &[&str] = &[
     "check",
     "wait",
     "listen",
+    "restart",
     "given",
 ];
 
