@@ -272,6 +272,9 @@ pub struct HdlcSettings {
     pub window: u32,
     /// Inactivity timeout the device is configured with (HDLC setup attribute 8).
     pub inactivity_timeout: Duration,
+    /// HDLC over TCP reaches one serial line (a serial-to-IP converter): one
+    /// HDLC link at a time, as on a serial port.
+    pub single_link: bool,
 }
 
 impl Default for HdlcSettings {
@@ -284,6 +287,7 @@ impl Default for HdlcSettings {
             max_info_rx: 128,
             window: 1,
             inactivity_timeout: Duration::from_secs(120),
+            single_link: false,
         }
     }
 }
@@ -550,6 +554,7 @@ struct RawHdlc {
     max_info_rx: Option<u16>,
     window: Option<u32>,
     inactivity_timeout: Option<String>,
+    single_link: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -785,6 +790,7 @@ impl RawProfile {
                 "hdlc.inactivity-timeout",
                 d.hdlc.inactivity_timeout,
             )?,
+            single_link: h.single_link.unwrap_or(d.hdlc.single_link),
         };
         let t = self.timeouts.unwrap_or_default();
         let timeouts = Timeouts {
