@@ -381,14 +381,19 @@ impl<'a> CaseRun<'a> {
             .filter(|s| Some(*s) != keep)
             .collect();
         for sap in others {
-            let mut notes = Vec::new();
-            if let Some(c) = self.clients.get_mut(&sap)
-                && !c.link.lost_its_port()
-                && c.link.is_connected()
-            {
-                notes.push(format!(
+            let up = self
+                .clients
+                .get(&sap)
+                .is_some_and(|c| !c.link.lost_its_port() && c.link.is_connected());
+            if up {
+                self.note(format!(
                     "client {sap}'s link ends here: the meter has one HDLC link at a time on this port"
                 ));
+            }
+            let mut notes = Vec::new();
+            if let Some(c) = self.clients.get_mut(&sap)
+                && up
+            {
                 if let Some(protected) = c.assoc.as_ref().map(|a| a.ciphered())
                     && let Err(e) = c.release(protected).await
                 {
