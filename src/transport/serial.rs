@@ -220,38 +220,53 @@ pub async fn mode_e_sign_on<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Un
 }
 
 async fn read_line<S: tokio::io::AsyncRead + Unpin>(port: &mut S) -> Result<Vec<u8>, LinkError> {
-    match read_line_or_junk(port).await? {
-        Some(line) => Ok(line),
-        None => Err(LinkError::Connect(
-            "mode E: identification line too long".into(),
-        )),
-    }
-}
-
-/// One line (7-bit characters, without the line end); `None` for more than
-/// [`MAX_IDENT`] characters without a line end (the rest of that line is
-/// skipped).
-async fn read_line_or_junk<S: tokio::io::AsyncRead + Unpin>(
-    port: &mut S,
-) -> Result<Option<Vec<u8>>, LinkError> {
     let mut line = Vec::new();
-    let mut junk = false;
     loop {
         let b = port.read_u8().await?;
         match b {
-            b'\n' if junk => return Ok(None),
             b'\n' => {
                 if line.last() == Some(&b'\r') {
                     line.pop();
                 }
-                return Ok(Some(line));
+                return Ok(line);
             }
-            _ if junk => {}
             _ if line.len() >= MAX_IDENT => {
-                junk = true;
-                line.clear();
+                return Err(LinkError::Connect(
+                    "mode E: identification line too long".into(),
+                ));
             }
             _ => line.push(b & 0x7F),
+        }
+    }
+}
+
+/// What a meter waiting for a sign-on takes as one line: a message starts at
+/// `/` (IEC 62056-21 start character), so whatever came before it (HDLC frames
+/// from a client that did not sign on, noise) is dropped; of a line longer than
+/// [`MAX_IDENT`], the end is kept.
+async fn read_request_line<S: tokio::io::AsyncRead + Unpin>(
+    port: &mut S,
+) -> Result<Vec<u8>, LinkError> {
+    let mut line = Vec::new();
+    loop {
+        let b = port.read_u8().await? & 0x7F;
+        match b {
+            b'\n' => {
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(line);
+            }
+            b'/' => {
+                line.clear();
+                line.push(b);
+            }
+            _ => {
+                if line.len() >= MAX_IDENT {
+                    line.remove(0);
+                }
+                line.push(b);
+            }
         }
     }
 }
@@ -270,9 +285,7 @@ pub async fn mode_e_answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unp
     let answer = format!("/{ident}{}\r\n", z as char);
     let mut requested = false;
     loop {
-        let Some(line) = read_line_or_junk(port).await? else {
-            continue;
-        };
+        let line = read_request_line(port).await?;
         if line.ends_with(b"/?!") {
             port.write_all(answer.as_bytes()).await?;
             port.flush().await?;
@@ -309,6 +322,24 @@ mod tests {
         });
         let e = mode_e_handshake(&mut a).await.unwrap_err();
         assert!(e.to_string().contains("not an identification"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_meter_finds_a_sign_on_after_hdlc_frames_and_noise() {
+        // A client that did not know the meter was back at its sign-on sent SNRMs first.
+        let snrm =
+            hex::decode("7EA01F0223219321E0818012050180060180070400000001080400000001533B7E")
+                .unwrap();
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        let meter = tokio::spawn(async move { mode_e_answer(&mut b, "MMM", b'5').await });
+        for _ in 0..3 {
+            a.write_all(&snrm).await.unwrap();
+        }
+        a.write_all(&[0x55; 100]).await.unwrap();
+        let client = tokio::time::timeout(Duration::from_secs(5), mode_e_handshake(&mut a));
+        let baud = client.await.expect("the meter answers the sign-on");
+        assert_eq!(baud.unwrap(), 9600);
+        assert_eq!(meter.await.unwrap().unwrap(), 9600);
     }
 
     #[test]
