@@ -1002,6 +1002,21 @@ mod tests {
     }
 
     #[test]
+    fn reads_a_single_link_converter() {
+        let p = parse(
+            "name: Behind a converter\ntarget: hdlc+tcp://192.0.2.1:10001\nhdlc: {single-link: true, inactivity-timeout: 30s}\n",
+            &[],
+        )
+        .unwrap();
+        assert!(p.hdlc.single_link);
+        assert_eq!(
+            p.hdlc.inactivity_timeout,
+            std::time::Duration::from_secs(30)
+        );
+        assert!(!DeviceProfile::default().hdlc.single_link);
+    }
+
+    #[test]
     fn accepts_keys_from_hex_env_and_absent_features() {
         let p = parse(
             r#"

@@ -2,7 +2,8 @@
 //! or a fleet of them with keys and system titles derived from a seed, served
 //! over the TCP wrapper (IEC 62056-47), HDLC over TCP (IEC 62056-46), the UDP
 //! wrapper, or HDLC on a serial port after an optional IEC 62056-21 mode E
-//! sign-on. Meter `i` of a fleet listens on the first port plus `i`.
+//! sign-on (to which the meter returns after each DISC and after its HDLC
+//! inactivity timeout). Meter `i` of a fleet listens on the first port plus `i`.
 //!
 //! Each meter is one [`SharedMeter`] shared by its connections, so its memory
 //! (keys, security policies, invocation counters, clock) survives reconnects

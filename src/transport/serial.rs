@@ -2,7 +2,9 @@
 //! probes (dlms-facts.md 6.2): open at 300 baud 7E1, send `/?!<CR><LF>`, read
 //! the identification `/XXXZ...<CR><LF>` (Z = baud character), acknowledge
 //! with `ACK 2 Z 2 <CR><LF>` (protocol control 2 = HDLC, mode 2 = binary), then
-//! switch to the announced baud rate at 8N1 and speak HDLC.
+//! switch to the announced baud rate at 8N1 and speak HDLC. The meter returns
+//! to the sign-on after each HDLC session (a DISC, its inactivity timeout);
+//! [`crate::transport::port`] decides when to sign on again.
 
 use std::time::Duration;
 
