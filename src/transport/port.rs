@@ -229,29 +229,29 @@ impl SharedPort {
             st.last_activity = Some(Instant::now());
         } else {
             let timeout = opts.inactivity_timeout;
-            let timed_out = !timeout.is_zero()
+            let timed_out = self.is_mode_e()
+                && signed_on
+                && !timeout.is_zero()
                 && idle.is_some_and(|i| i.saturating_add(INACTIVITY_MARGIN) >= timeout);
             if timed_out {
-                // The meter dropped the link itself (and, for mode E, went back
-                // to its sign-on); too close to call, wait until it surely has.
+                // The meter dropped the link itself and went back to its
+                // sign-on, where a DISC would go unheard. Too close to call:
+                // wait until it surely has.
                 let surely = timeout.saturating_add(INACTIVITY_MARGIN);
                 if let Some(wait) = idle.and_then(|i| surely.checked_sub(i)) {
                     tokio::time::sleep(wait).await;
                 }
                 trace.note(format!(
-                    "{}: idle for longer than the meter's HDLC inactivity timeout ({}): its link is down{}",
+                    "{}: idle for longer than the meter's HDLC inactivity timeout ({}): the meter waits for a new sign-on",
                     inner.name,
                     humantime::format_duration(timeout),
-                    if signed_on && self.is_mode_e() {
-                        " and it waits for a new sign-on"
-                    } else {
-                        ""
-                    }
                 ));
                 let mut st = inner.state();
                 st.signed_on = false;
                 st.dirty = false;
             } else if let Some(previous) = previous {
+                // Without mode E, a DISC after the inactivity timeout is
+                // answered DM, which does no harm.
                 self.hand_over(previous, trace).await;
             }
         }
