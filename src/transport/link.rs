@@ -571,8 +571,7 @@ impl Link {
                 self.trace.note(
                     "no answer to SNRM: signing on again (the meter may be back at its IEC 62056-21 sign-on)",
                 );
-                let wait = self.settings.response_timeout.max(Duration::from_secs(1));
-                lease.sign_on_again(wait, &mut self.trace).await?;
+                lease.sign_on_again(&mut self.trace).await?;
                 self.connect_once().await
             }
             other => other,

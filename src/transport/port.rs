@@ -252,11 +252,12 @@ impl SharedPort {
             } else if let Some(previous) = previous {
                 // Without mode E, a DISC after the inactivity timeout is
                 // answered DM, which does no harm.
-                self.hand_over(previous, trace).await;
+                self.hand_over(previous, opts, trace).await;
             }
         }
+        let signed_on = inner.state().signed_on;
         if let Some(s) = inner.spec.mode_e()
-            && !inner.state().signed_on
+            && !signed_on
         {
             self.sign_on(s, opts.connect_timeout, trace).await?;
         }
@@ -267,6 +268,7 @@ impl SharedPort {
         Ok(PortLease {
             port: inner.clone(),
             id: st.lease,
+            opts,
         })
     }
 
@@ -292,13 +294,14 @@ impl SharedPort {
 
     /// Ends the link of the previous lease with DISC (UA or DM ends it; no
     /// answer is noted), on a lease of its own.
-    async fn hand_over(&self, previous: LinkSettings, trace: &mut Trace) {
+    async fn hand_over(&self, previous: LinkSettings, opts: PortOptions, trace: &mut Trace) {
         let lease = {
             let mut st = self.0.state();
             st.lease += 1;
             PortLease {
                 port: self.0.clone(),
                 id: st.lease,
+                opts,
             }
         };
         trace.note(format!(
@@ -349,6 +352,7 @@ impl SharedPort {
 pub struct PortLease {
     port: Arc<PortInner>,
     id: u64,
+    opts: PortOptions,
 }
 
 impl std::fmt::Debug for PortLease {
@@ -383,11 +387,7 @@ impl PortLease {
 
     /// Signs on again (mode E only; `Ok(false)` for other ports): for an SNRM
     /// that went unanswered, the meter may be back at its sign-on.
-    pub async fn sign_on_again(
-        &self,
-        timeout: Duration,
-        trace: &mut Trace,
-    ) -> Result<bool, LinkError> {
+    pub async fn sign_on_again(&self, trace: &mut Trace) -> Result<bool, LinkError> {
         let Some(s) = self.port.spec.mode_e() else {
             return Ok(false);
         };
@@ -396,7 +396,7 @@ impl PortLease {
         if !self.is_current() {
             return Err(self.superseded().into());
         }
-        port.sign_on(s, timeout, trace).await?;
+        port.sign_on(s, self.opts.connect_timeout, trace).await?;
         Ok(true)
     }
 
@@ -480,5 +480,68 @@ impl AsyncWrite for PortLease {
     /// Ends this link's use of the port; the port stays open for the next link.
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serial(path: &str, mode_e: bool) -> PortSpec {
+        PortSpec::Serial(SerialSettings {
+            path: path.into(),
+            baud: 9600,
+            parity: crate::transport::target::Parity::None,
+            data_bits: 8,
+            stop_bits: 1,
+            mode_e,
+        })
+    }
+
+    #[test]
+    fn one_port_per_path_while_it_is_held() {
+        let a = SharedPort::get(serial("/nonexistent/idis-port-test-1", false)).unwrap();
+        let b = SharedPort::get(serial("/nonexistent/idis-port-test-1", false)).unwrap();
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        assert!(!a.is_mode_e());
+        // The same path with other line settings is not a second port.
+        let e = SharedPort::get(serial("/nonexistent/idis-port-test-1", true)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("already open with other line settings"),
+            "{e}"
+        );
+        drop((a, b));
+        // Once nobody holds it, the path may be opened afresh, with any settings.
+        let c = SharedPort::get(serial("/nonexistent/idis-port-test-1", true)).unwrap();
+        assert!(c.is_mode_e());
+        let tcp = SharedPort::get(PortSpec::Tcp {
+            host: "127.0.0.1".into(),
+            port: 1,
+        })
+        .unwrap();
+        assert_eq!(tcp.name(), "127.0.0.1:1");
+        assert!(!Arc::ptr_eq(&c.0, &tcp.0));
+    }
+
+    #[test]
+    fn a_lease_that_is_not_current_says_the_port_carries_another_link() {
+        let port = SharedPort::get(serial("/nonexistent/idis-port-test-2", false)).unwrap();
+        let old = PortLease {
+            port: port.0.clone(),
+            id: 1,
+            opts: PortOptions {
+                connect_timeout: Duration::from_secs(1),
+                inactivity_timeout: Duration::from_secs(120),
+            },
+        };
+        port.0.state().lease = 2;
+        assert!(!old.is_current());
+        let e = old.superseded().to_string();
+        assert!(e.contains("now carries another HDLC link"), "{e}");
+        // It no longer changes what the port knows of the meter.
+        port.0.state().signed_on = true;
+        old.disc_sent();
+        assert!(port.0.state().signed_on);
     }
 }
