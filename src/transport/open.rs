@@ -167,7 +167,7 @@ pub async fn open(
                 host: host.clone(),
                 port: *port,
             };
-            let description = format!("HDLC over TCP {host}:{port} (one link at a time)");
+            let description = format!("HDLC over TCP {host}:{port}, one link at a time");
             on_port(spec, s, profile, description, start).await
         }
         Endpoint::TcpWrapper { host, port } | Endpoint::HdlcTcp { host, port } => {

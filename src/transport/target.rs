@@ -82,6 +82,9 @@ impl TargetSpec {
             }
             Endpoint::TcpWrapper { host, port } => format!("wrapper over TCP {host}:{port}"),
             Endpoint::UdpWrapper { host, port } => format!("wrapper over UDP {host}:{port}"),
+            Endpoint::HdlcTcp { host, port } if self.single_link => {
+                format!("HDLC over TCP {host}:{port}, one link at a time")
+            }
             Endpoint::HdlcTcp { host, port } => format!("HDLC over TCP {host}:{port}"),
             Endpoint::Serial(s) => {
                 let p = match s.parity {
@@ -320,6 +323,10 @@ mod tests {
             }
         );
         assert!(p("hdlc+tcp://converter:10001?single-link").single_link);
+        assert_eq!(
+            p("hdlc+tcp://converter:10001?single-link").transport_description(),
+            "HDLC over TCP converter:10001, one link at a time"
+        );
         assert!(p("serial:///dev/ttyUSB0").single_link);
         let s = p("serial:///dev/ttyUSB0?baud=19200&parity=even&data-bits=7");
         assert_eq!(
