@@ -290,6 +290,34 @@ async fn a_mode_e_meter_signs_on_again_after_each_disc() {
 }
 
 #[tokio::test]
+async fn the_same_link_signs_on_again_before_its_next_snrm_after_its_disc() {
+    bounded(async {
+        let pty = PtyPair::new();
+        let sim = Sim::start(&pty, true, None).await;
+        let target = format!("serial://{}?mode-e", path_str(&pty.dut));
+        let p = profile();
+        let mut c = link(&target, &p, 16).await;
+        assert_eq!(read_ldn(&mut c).await, b"MMM0000012345678");
+        c.link.disconnect().await.unwrap();
+        records(&mut c);
+        assert_eq!(read_ldn(&mut c).await, b"MMM0000012345678");
+        let trace = records(&mut c);
+        let first = trace.first().expect("traffic");
+        assert_eq!(
+            (first.layer, first.direction),
+            ("iec62056-21", Direction::Sent)
+        );
+        // Signed on before the SNRM, not after one went unanswered.
+        assert!(
+            !has(&trace, Direction::Note, "note", "no answer to SNRM"),
+            "{trace:#?}"
+        );
+        assert_eq!(sim.count("mode E sign-on, now HDLC at 9600 baud"), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_mode_e_meter_returns_to_its_sign_on_after_the_inactivity_timeout() {
     bounded(async {
         let pty = PtyPair::new();

@@ -558,14 +558,20 @@ impl Link {
     }
 
     /// Opens the data link: SNRM/UA for HDLC; nothing for the wrapper. On a
-    /// mode E port, an SNRM that goes unanswered is tried once more after a
-    /// new sign-on: the meter may have gone back to it on its own.
+    /// mode E port, the link signs on first when the meter waits for it (this
+    /// link sent DISC, or sat idle past the inactivity timeout), and an SNRM
+    /// that goes unanswered is tried once more after a new sign-on: the meter
+    /// may have gone back to it on its own.
     pub async fn connect(&mut self) -> Result<LinkParams, LinkError> {
-        let first = self.connect_once().await;
         let lease = match &self.inner {
             Inner::Hdlc { port: Some(p), .. } => p.clone(),
-            _ => return first,
+            _ => return self.connect_once().await,
         };
+        if lease.needs_sign_on() {
+            // This link sent DISC, or sat idle past the inactivity timeout.
+            lease.sign_on_again(&mut self.trace).await?;
+        }
+        let first = self.connect_once().await;
         match first {
             Err(LinkError::Timeout(_) | LinkError::Garbled(_)) if lease.port().is_mode_e() => {
                 self.trace.note(

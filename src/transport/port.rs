@@ -385,8 +385,23 @@ impl PortLease {
         }
     }
 
-    /// Signs on again (mode E only; `Ok(false)` for other ports): for an SNRM
-    /// that went unanswered, the meter may be back at its sign-on.
+    /// Does the meter wait for a sign-on (mode E): after a DISC, or after
+    /// surely more than its inactivity timeout without traffic?
+    pub fn needs_sign_on(&self) -> bool {
+        if self.port.spec.mode_e().is_none() {
+            return false;
+        }
+        let st = self.port.state();
+        let timeout = self.opts.inactivity_timeout;
+        let idle = st.last_activity.map(|t| t.elapsed());
+        !st.signed_on
+            || (!timeout.is_zero()
+                && idle.is_some_and(|i| i >= timeout.saturating_add(INACTIVITY_MARGIN)))
+    }
+
+    /// Signs on again (mode E only; `Ok(false)` for other ports): after a
+    /// DISC on this link, or for an SNRM that went unanswered (the meter may
+    /// be back at its sign-on).
     pub async fn sign_on_again(&self, trace: &mut Trace) -> Result<bool, LinkError> {
         let Some(s) = self.port.spec.mode_e() else {
             return Ok(false);
