@@ -10,10 +10,12 @@
 //! client PDU, and HDLC segmentation both ways with small information fields),
 //! then releases; HDLC links then disconnect.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::PtyPair;
 
 use idis_harness::client::{AssociateOutcome, Client, GetOutcome};
 use idis_harness::profile::{Ciphering, ClientProfile, DeviceProfile};
@@ -29,7 +31,7 @@ use idis_harness::wire::apdu::{Apdu, AttributeDescriptor};
 use idis_harness::wire::axdr::Data;
 use idis_harness::wire::obis::Obis;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio_serial::{DataBits, Parity, SerialPort, SerialPortBuilderExt, SerialStream, StopBits};
+use tokio_serial::{DataBits, Parity, SerialPort, SerialStream, StopBits};
 
 /// Every test body runs under this bound, so that a hang fails instead of stalling CI.
 const BOUND: Duration = Duration::from_secs(10);
@@ -358,68 +360,10 @@ async fn hdlc_over_a_serial_pair() {
     .await;
 }
 
-/// A socat pseudo-terminal pair, `dut` for the harness and `peer` for the meter;
-/// socat is killed when this is dropped.
-struct PtyPair {
-    child: Child,
-    _dir: tempfile::TempDir,
-    dut: PathBuf,
-    peer: PathBuf,
-}
-
-impl PtyPair {
-    async fn new() -> PtyPair {
-        let dir = tempfile::tempdir().unwrap();
-        let dut = dir.path().join("dut");
-        let peer = dir.path().join("peer");
-        let child = Command::new("socat")
-            .arg("-d")
-            .arg("-d")
-            .arg(format!("pty,raw,echo=0,link={}", dut.display()))
-            .arg(format!("pty,raw,echo=0,link={}", peer.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect(
-                "socat is needed for the pty tests (apt-get install socat; .ci/run installs it)",
-            );
-        let pair = PtyPair {
-            child,
-            _dir: dir,
-            dut,
-            peer,
-        };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !(pair.dut.exists() && pair.peer.exists()) {
-            assert!(Instant::now() < deadline, "socat made no pty links");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        pair
-    }
-
-    fn open_peer(&self, baud: u32) -> SerialStream {
-        tokio_serial::new(path_str(&self.peer), baud)
-            .open_native_async()
-            .unwrap()
-    }
-}
-
-impl Drop for PtyPair {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 #[tokio::test]
 async fn hdlc_over_a_socat_pty_pair() {
     bounded(async {
-        let pty = PtyPair::new().await;
+        let pty = PtyPair::new();
         let m = meter();
         let mut peer = pty.open_peer(9600);
         line(&mut peer, 9600, Parity::None, DataBits::Eight);
@@ -437,7 +381,7 @@ async fn hdlc_over_a_socat_pty_pair() {
 #[tokio::test]
 async fn hdlc_over_a_socat_pty_pair_with_even_parity() {
     bounded(async {
-        let pty = PtyPair::new().await;
+        let pty = PtyPair::new();
         let mut peer = pty.open_peer(19200);
         line(&mut peer, 19200, Parity::Even, DataBits::Eight);
         let server = tokio::spawn(serve_hdlc(meter(), peer));
@@ -456,7 +400,7 @@ async fn hdlc_over_a_socat_pty_pair_with_even_parity() {
 #[tokio::test]
 async fn mode_e_then_hdlc_over_a_socat_pty_pair() {
     bounded(async {
-        let pty = PtyPair::new().await;
+        let pty = PtyPair::new();
         let mut peer = pty.open_peer(300);
         line(&mut peer, 300, Parity::Even, DataBits::Seven);
         let m = meter();

@@ -279,6 +279,9 @@ pub struct HdlcSettings {
     pub window: u32,
     /// Inactivity timeout the device is configured with (HDLC setup attribute 8).
     pub inactivity_timeout: Duration,
+    /// HDLC over TCP reaches one serial line (a serial-to-IP converter): one
+    /// HDLC link at a time, as on a serial port.
+    pub single_link: bool,
 }
 
 impl Default for HdlcSettings {
@@ -291,6 +294,7 @@ impl Default for HdlcSettings {
             max_info_rx: 128,
             window: 1,
             inactivity_timeout: Duration::from_secs(120),
+            single_link: false,
         }
     }
 }
@@ -570,6 +574,7 @@ struct RawHdlc {
     max_info_rx: Option<u16>,
     window: Option<u32>,
     inactivity_timeout: Option<String>,
+    single_link: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -817,6 +822,7 @@ impl RawProfile {
                 "hdlc.inactivity-timeout",
                 d.hdlc.inactivity_timeout,
             )?,
+            single_link: h.single_link.unwrap_or(d.hdlc.single_link),
         };
         let t = self.timeouts.unwrap_or_default();
         let timeouts = Timeouts {
@@ -1033,6 +1039,21 @@ mod tests {
         assert_eq!(m.system_title, SystemTitle::EXAMPLE_CLIENT);
         assert_eq!(p.client(16).unwrap().protection, Protection::None);
         assert_eq!((p.hdlc.server_logical, p.hdlc.server_physical), (1, 17));
+    }
+
+    #[test]
+    fn reads_a_single_link_converter() {
+        let p = parse(
+            "name: Behind a converter\ntarget: hdlc+tcp://192.0.2.1:10001\nhdlc: {single-link: true, inactivity-timeout: 30s}\n",
+            &[],
+        )
+        .unwrap();
+        assert!(p.hdlc.single_link);
+        assert_eq!(
+            p.hdlc.inactivity_timeout,
+            std::time::Duration::from_secs(30)
+        );
+        assert!(!DeviceProfile::default().hdlc.single_link);
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub struct TargetState {
     pub store: crate::client::CounterStore,
     /// How the device is named in the counter store.
     pub device_id: String,
+    /// The physical port of a single-link target, held open between cases
+    /// (a mode E meter then signs on once per HDLC session, not per open).
+    pub port: Option<crate::transport::port::SharedPort>,
 }
 
 impl TargetState {
@@ -73,6 +76,7 @@ impl TargetState {
             monitors: crate::runner::monitor::Monitors::new(),
             store,
             device_id,
+            port: None,
         }
     }
 
@@ -506,7 +510,8 @@ impl<'a> CaseRun<'a> {
     }
 
     async fn open_link(&mut self, sap: u16) -> Result<Link, StepError> {
-        open::open(
+        self.free_port(Some(sap)).await;
+        let link = open::open(
             &self.t.spec,
             &self.t.profile,
             sap,
@@ -515,7 +520,67 @@ impl<'a> CaseRun<'a> {
             self.start,
         )
         .await
-        .map_err(|e| StepError::Harness(format!("cannot open a link for client {sap}: {e}")))
+        .map_err(|e| StepError::Harness(format!("cannot open a link for client {sap}: {e}")))?;
+        self.hold_port(&link);
+        Ok(link)
+    }
+
+    /// Keeps the physical port of a single-link target open between cases.
+    fn hold_port(&mut self, link: &Link) {
+        if self.t.port.is_none() {
+            self.t.port = link.port();
+        }
+    }
+
+    /// On a single-link target (a serial port, an optical probe, HDLC over
+    /// TCP to a serial-to-IP converter) the meter has one HDLC connection at a
+    /// time, so before another link opens, the other clients' links end here:
+    /// their association is released, then DISC. Only `keep`'s link stays
+    /// (`None`: none does). The port would disconnect a link still up by
+    /// itself; ending it here also releases the association properly.
+    async fn free_port(&mut self, keep: Option<u16>) {
+        if !open::single_link(&self.t.spec, &self.t.profile) {
+            return;
+        }
+        let others: Vec<u16> = self
+            .clients
+            .keys()
+            .copied()
+            .filter(|s| Some(*s) != keep)
+            .collect();
+        for sap in others {
+            let up = self
+                .clients
+                .get(&sap)
+                .is_some_and(|c| !c.link.lost_its_port() && c.link.is_connected());
+            if up {
+                self.note(format!(
+                    "client {sap}'s link ends here: the meter has one HDLC link at a time on this port"
+                ));
+            }
+            let mut notes = Vec::new();
+            if let Some(c) = self.clients.get_mut(&sap)
+                && up
+            {
+                if let Some(protected) = c.assoc.as_ref().map(|a| a.ciphered())
+                    && let Err(e) = c.release(protected).await
+                {
+                    notes.push(format!("releasing client {sap}'s association: {e}"));
+                }
+                if let Err(e) = c.link.disconnect().await {
+                    notes.push(format!("disconnecting client {sap}'s link: {e}"));
+                }
+            }
+            // The counters the release consumed.
+            self.sync_counters();
+            if let Some(mut c) = self.clients.remove(&sap) {
+                c.link.shutdown().await;
+                self.traffic.extend(c.link.trace.take());
+            }
+            for n in notes {
+                self.note(n);
+            }
+        }
     }
 
     /// The client on `sap`, opening its link (and connecting HDLC) when needed.
@@ -526,6 +591,18 @@ impl<'a> CaseRun<'a> {
     /// The client on `sap`; when its link must be opened, HDLC is connected
     /// only with `connect` (a hand-made frame may be the first thing sent).
     async fn ensure_link(&mut self, sap: u16, connect: bool) -> Result<&mut Client, StepError> {
+        if self
+            .clients
+            .get(&sap)
+            .is_some_and(|c| c.link.lost_its_port())
+            && let Some(mut old) = self.clients.remove(&sap)
+        {
+            // Another link took the single-link port (see free_port): this one is gone.
+            self.traffic.extend(old.link.trace.take());
+            self.note(format!(
+                "client {sap}'s link was ended when another link took the port: opening a new one"
+            ));
+        }
         if !self.clients.contains_key(&sap) {
             let mut link = self.open_link(sap).await?;
             if connect
@@ -567,24 +644,27 @@ impl<'a> CaseRun<'a> {
         next
     }
 
-    /// Reads an invocation counter object through the public client on its own link.
+    /// Reads an invocation counter object through the public client on its
+    /// own link (on a single-link target, after the other links ended).
     async fn read_counter_object(&mut self, obis: Obis) -> Result<u32, String> {
         let public = self
             .t
             .profile
-            .client(16)
+            .client_by_role("public")
             .cloned()
-            .ok_or("the profile has no public client (16)")?;
+            .ok_or("the device profile has no client with the role `public`")?;
+        self.free_port(None).await;
         let link = open::open(
             &self.t.spec,
             &self.t.profile,
-            16,
+            public.sap,
             Some(self.kind),
             self.t.sim.as_ref(),
             self.start,
         )
         .await
         .map_err(|e| e.to_string())?;
+        self.hold_port(&link);
         let mut c = Client::new(link);
         let result = async {
             if c.link.kind() == LinkKind::Hdlc {

@@ -603,6 +603,8 @@ pub enum ServerEvent {
         client: Address,
         reason: &'static str,
     },
+    /// A DISC while no link was up (answered DM).
+    DiscWhileDisconnected { client: Address },
     /// A complete request APDU (LLC removed).
     Apdu { client: Address, apdu: Vec<u8> },
     /// A frame was discarded, and why (bad checksum, not for us, ...).
@@ -812,6 +814,8 @@ impl HdlcServer {
                     });
                 } else {
                     self.reply(client, Control::Dm { poll_final: true }, vec![], false);
+                    self.events
+                        .push_back(ServerEvent::DiscWhileDisconnected { client });
                 }
             }
             _ if self.client.is_none() && !self.cfg.faults.answer_in_ndm => {
@@ -1365,6 +1369,33 @@ mod tests {
         s.handle_bytes(&i.encode(), now);
         let reply = FrameRepr::decode(&s.poll_transmit().unwrap()).unwrap();
         assert!(matches!(reply.control, Control::Dm { .. }));
+    }
+
+    #[test]
+    fn server_reports_every_disc_it_answers() {
+        // A mode E meter returns to its sign-on after any DISC: it must see them all.
+        let (mut c, mut s) = pair(128, 128);
+        let now = Instant::now();
+        c.disconnect(now);
+        s.handle_bytes(&c.poll_transmit().unwrap(), now);
+        let reply = FrameRepr::decode(&s.poll_transmit().unwrap()).unwrap();
+        assert!(matches!(reply.control, Control::Dm { .. }));
+        assert_eq!(
+            s.poll_event(),
+            Some(ServerEvent::DiscWhileDisconnected {
+                client: Address::client(16)
+            })
+        );
+        connected(&mut c, &mut s, now);
+        while s.poll_event().is_some() {}
+        c.disconnect(now);
+        s.handle_bytes(&c.poll_transmit().unwrap(), now);
+        let reply = FrameRepr::decode(&s.poll_transmit().unwrap()).unwrap();
+        assert!(matches!(reply.control, Control::Ua { .. }));
+        assert!(matches!(
+            s.poll_event(),
+            Some(ServerEvent::Disconnected { reason: "DISC", .. })
+        ));
     }
 
     #[test]

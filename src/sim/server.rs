@@ -244,9 +244,52 @@ pub fn hdlc_faults(meter: &Meter) -> ServerLinkFaults {
 
 /// Serves HDLC over a byte stream until it closes.
 pub async fn serve_hdlc<S: ByteStream>(meter: SharedMeter, mut stream: S) -> std::io::Result<()> {
-    let cfg = {
+    serve_hdlc_until(&meter, &mut stream, false)
+        .await
+        .map(|_| ())
+}
+
+/// Why an HDLC session on a serial line ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The line closed.
+    Closed,
+    /// The client sent DISC (answered UA, or DM when no link was up).
+    Disconnected,
+    /// No frame within the inactivity timeout (HDLC setup attribute 8).
+    InactivityTimeout,
+}
+
+impl std::fmt::Display for SessionEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SessionEnd::Closed => "the line closed",
+            SessionEnd::Disconnected => "DISC",
+            SessionEnd::InactivityTimeout => "inactivity timeout",
+        })
+    }
+}
+
+/// Serves one HDLC session after an IEC 62056-21 mode E sign-on, as a meter
+/// does: until a DISC (whether a link was up or not), or until no frame came
+/// within the inactivity timeout (with a link up or not), or until the line
+/// closes. Then the meter goes back to waiting for a sign-on.
+pub async fn serve_hdlc_session<S: ByteStream>(
+    meter: &SharedMeter,
+    stream: &mut S,
+) -> std::io::Result<SessionEnd> {
+    serve_hdlc_until(meter, stream, true).await
+}
+
+async fn serve_hdlc_until<S: ByteStream>(
+    meter: &SharedMeter,
+    stream: &mut S,
+    one_session: bool,
+) -> std::io::Result<SessionEnd> {
+    let (cfg, inactivity) = {
         let m = meter.lock();
-        ServerConfig {
+        let inactivity = Duration::from_secs(m.config.hdlc_inactivity_timeout.into());
+        let cfg = ServerConfig {
             address: Address::server(m.config.hdlc_logical, m.config.hdlc_physical),
             limits: LinkParams {
                 max_info_tx: m.config.hdlc_max_info,
@@ -254,16 +297,20 @@ pub async fn serve_hdlc<S: ByteStream>(meter: SharedMeter, mut stream: S) -> std
                 window_tx: m.config.hdlc_window,
                 window_rx: m.config.hdlc_window,
             },
-            inactivity_timeout: Some(Duration::from_secs(m.config.hdlc_inactivity_timeout.into())),
+            inactivity_timeout: Some(inactivity),
             any_address_form: m.config.hdlc_any_address_form,
             faults: hdlc_faults(&m),
-        }
+        };
+        (cfg, inactivity)
     };
     let mut link = HdlcServer::new(cfg);
     let mut conn = meter.new_connection();
     let born = meter.restarts();
     let mut buf = vec![0u8; 4096];
+    // Until a sign-on session has seen a frame, the inactivity timeout runs from its start.
+    let mut last_heard = Instant::now();
     loop {
+        let mut ended = None;
         while let Some(ev) = link.poll_event() {
             match ev {
                 ServerEvent::Apdu { client, apdu } => {
@@ -275,6 +322,14 @@ pub async fn serve_hdlc<S: ByteStream>(meter: SharedMeter, mut stream: S) -> std
                 ServerEvent::Disconnected { client, reason } => {
                     conn.reset();
                     meter.log(|| format!("HDLC client {client}: disconnected ({reason})"));
+                    ended = Some(if reason == "DISC" {
+                        SessionEnd::Disconnected
+                    } else {
+                        SessionEnd::InactivityTimeout
+                    });
+                }
+                ServerEvent::DiscWhileDisconnected { .. } => {
+                    ended = Some(SessionEnd::Disconnected);
                 }
                 ServerEvent::Connected { .. } => conn.reset(),
                 ServerEvent::Discarded(_) => {}
@@ -284,13 +339,26 @@ pub async fn serve_hdlc<S: ByteStream>(meter: SharedMeter, mut stream: S) -> std
             stream.write_all(&frame).await?;
         }
         stream.flush().await?;
+        if one_session && let Some(end) = ended {
+            return Ok(end);
+        }
         let read = stream.read(&mut buf);
-        let n = match link.poll_timeout() {
+        // With a link up, the link's own timer; in a sign-on session without
+        // one, the inactivity timeout since the last bytes heard.
+        let deadline = match link.poll_timeout() {
+            Some(d) => Some(d),
+            None if one_session && !inactivity.is_zero() => Some(last_heard + inactivity),
+            None => None,
+        };
+        let n = match deadline {
             Some(deadline) => {
                 match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), read).await
                 {
                     Ok(r) => r?,
                     Err(_) => {
+                        if one_session && !link.is_connected() {
+                            return Ok(SessionEnd::InactivityTimeout);
+                        }
                         link.handle_timeout(Instant::now());
                         continue;
                     }
@@ -299,9 +367,11 @@ pub async fn serve_hdlc<S: ByteStream>(meter: SharedMeter, mut stream: S) -> std
             None => read.await?,
         };
         if n == 0 || meter.restarts() != born {
-            return Ok(());
+            // Closed, or the meter restarted since: the link is gone.
+            return Ok(SessionEnd::Closed);
         }
-        link.handle_bytes(&buf[..n], Instant::now());
+        last_heard = Instant::now();
+        link.handle_bytes(&buf[..n], last_heard);
     }
 }
 

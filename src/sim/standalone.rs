@@ -2,7 +2,8 @@
 //! or a fleet of them with keys and system titles derived from a seed, served
 //! over the TCP wrapper (IEC 62056-47), HDLC over TCP (IEC 62056-46), the UDP
 //! wrapper, or HDLC on a serial port after an optional IEC 62056-21 mode E
-//! sign-on. Meter `i` of a fleet listens on the first port plus `i`.
+//! sign-on (to which the meter returns after each DISC and after its HDLC
+//! inactivity timeout). Meter `i` of a fleet listens on the first port plus `i`.
 //!
 //! Each meter is one [`SharedMeter`] shared by its connections, so its memory
 //! (keys, security policies, invocation counters, clock) survives reconnects
@@ -38,7 +39,9 @@ use tokio::task::JoinSet;
 use crate::profile::Mechanism;
 use crate::security::SystemTitle;
 use crate::sim::quirks::{Quirk, Quirks};
-use crate::sim::server::{SharedMeter, serve_hdlc, serve_udp, serve_wrapper};
+use crate::sim::server::{
+    SessionEnd, SharedMeter, serve_hdlc, serve_hdlc_session, serve_udp, serve_wrapper,
+};
 use crate::sim::state::{StateFile, write_secret_file};
 use crate::sim::{Meter, MeterConfig};
 
@@ -379,6 +382,15 @@ fn open_serial(
         .map_err(|e| format!("cannot open serial port {path}: {e}"))
 }
 
+/// The line of the IEC 62056-21 sign-on: 300 baud 7E1.
+fn set_sign_on_line(port: &mut tokio_serial::SerialStream) -> Result<(), String> {
+    use tokio_serial::SerialPort;
+    port.set_baud_rate(300)
+        .and_then(|_| port.set_parity(tokio_serial::Parity::Even))
+        .and_then(|_| port.set_data_bits(tokio_serial::DataBits::Seven))
+        .map_err(|e| format!("cannot switch the serial port to 300 baud 7E1: {e}"))
+}
+
 fn set_line(port: &mut tokio_serial::SerialStream, baud: u32) -> Result<(), String> {
     use tokio_serial::SerialPort;
     port.set_baud_rate(baud)
@@ -694,6 +706,12 @@ async fn accept_loop<L: Fn(String) + Send + Sync + Clone + 'static>(
     }
 }
 
+/// Serves the meter on its serial port, which stays open throughout (it is
+/// reopened, after a pause, only when it fails). Plain HDLC: one session for
+/// as long as the line lasts. Mode E, as meters do it: wait for a sign-on at
+/// 300 baud 7E1, answer it, switch to the acknowledged rate at 8N1, serve HDLC
+/// until a DISC or the inactivity timeout, then go back to 300 baud 7E1 and
+/// wait for the next sign-on.
 async fn serial_loop<L: Fn(String) + Send + Sync + Clone + 'static>(
     first: tokio_serial::SerialStream,
     opts: SimulatorOptions,
@@ -705,49 +723,79 @@ async fn serial_loop<L: Fn(String) + Send + Sync + Clone + 'static>(
     let path = opts.serial.clone().unwrap_or_default();
     let mut port = Some(first);
     loop {
-        let session = async {
-            let mut p = match port.take() {
-                Some(p) => p,
-                None => open_serial(
+        let p = match port.as_mut() {
+            Some(p) => p,
+            None => {
+                match open_serial(
                     &path,
                     if opts.mode_e { 300 } else { opts.serial_baud },
                     opts.mode_e,
-                )?,
-            };
-            if opts.mode_e {
-                let ldn = meter.lock().config.logical_device_name.clone();
-                let flag = match ldn.get(..3) {
-                    Some(f) if f.iter().all(u8::is_ascii_alphabetic) => {
-                        String::from_utf8_lossy(f).into_owned()
+                ) {
+                    Ok(p) => port.insert(p),
+                    Err(e) => {
+                        log(format!("{label}: {e}"));
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = stop.changed() => return,
+                        }
                     }
-                    _ => "SIM".to_string(),
-                };
-                let z = mode_e_char(opts.serial_baud).unwrap_or(b'5');
-                let baud = crate::transport::serial::mode_e_answer(&mut p, &flag, z)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                // Let the acknowledgement settle at 300 baud, then switch.
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                set_line(&mut p, baud)?;
-                log(format!("{label}: mode E sign-on, now HDLC at {baud} baud"));
+                }
             }
-            serve_hdlc(meter.clone(), p)
-                .await
-                .map_err(|e| e.to_string())
         };
         let r = tokio::select! {
-            r = session => r,
+            r = serial_session(p, &opts, &meter, &label, &log) => r,
             _ = stop.changed() => return,
         };
         match r {
-            Ok(()) => log(format!("{label}: serial session ended")),
+            Ok(end @ (SessionEnd::Disconnected | SessionEnd::InactivityTimeout)) => {
+                log(format!(
+                    "{label}: HDLC session ended ({end}); waiting for a mode E sign-on"
+                ));
+                continue;
+            }
+            Ok(SessionEnd::Closed) => log(format!("{label}: serial session ended")),
             Err(e) => log(format!("{label}: serial session ended: {e}")),
         }
+        port = None;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.changed() => return,
         }
     }
+}
+
+/// One session on the serial port: for mode E, the sign-on first, and HDLC
+/// until the meter returns to the sign-on; otherwise HDLC until the line closes.
+async fn serial_session<L: Fn(String)>(
+    p: &mut tokio_serial::SerialStream,
+    opts: &SimulatorOptions,
+    meter: &SharedMeter,
+    label: &str,
+    log: &L,
+) -> Result<SessionEnd, String> {
+    if !opts.mode_e {
+        serve_hdlc(meter.clone(), p)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(SessionEnd::Closed);
+    }
+    set_sign_on_line(p)?;
+    let ldn = meter.lock().config.logical_device_name.clone();
+    let flag = match ldn.get(..3) {
+        Some(f) if f.iter().all(u8::is_ascii_alphabetic) => String::from_utf8_lossy(f).into_owned(),
+        _ => "SIM".to_string(),
+    };
+    let z = mode_e_char(opts.serial_baud).unwrap_or(b'5');
+    let baud = crate::transport::serial::mode_e_answer(p, &flag, z)
+        .await
+        .map_err(|e| e.to_string())?;
+    // The acknowledgement has arrived, so the line is quiet: switch now, before
+    // the client's first frame.
+    set_line(p, baud)?;
+    log(format!("{label}: mode E sign-on, now HDLC at {baud} baud"));
+    serve_hdlc_session(meter, p)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

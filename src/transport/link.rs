@@ -10,6 +10,7 @@ use tokio::net::UdpSocket;
 
 use crate::runner::event::{Direction, TrafficRecord};
 use crate::session::hdlc::{ClientConfig, ClientEvent, HdlcClient};
+use crate::transport::port::{PortLease, SharedPort};
 use crate::wire::apdu::Apdu;
 use crate::wire::hdlc::{Address, Control, FLAG, FrameRepr, LinkParams, MAX_FRAME_LEN};
 use crate::wire::wrapper::{HEADER_LEN, WrapperDeframer, WrapperFrame};
@@ -139,6 +140,16 @@ impl Trace {
     }
     pub fn note(&mut self, text: impl Into<String>) {
         self.record(Direction::Note, "note", &[], text.into());
+    }
+    /// When the trace started (its records' times count from here).
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+    /// Adds records taken from another trace with the same start.
+    pub fn append(&mut self, records: Vec<TrafficRecord>) {
+        if self.enabled {
+            self.records.extend(records);
+        }
     }
     /// Takes the records so far.
     pub fn take(&mut self) -> Vec<TrafficRecord> {
@@ -345,6 +356,8 @@ enum Inner {
         client: Box<HdlcClient>,
         /// The last bytes received, to show an incomplete frame in the trace.
         tail: Vec<u8>,
+        /// The shared physical port this link runs on, when it has one.
+        port: Option<PortLease>,
     },
 }
 
@@ -469,8 +482,43 @@ impl Link {
             stream,
             client: Box::new(client),
             tail: Vec::new(),
+            port: None,
         };
         Link::new(inner, settings, description, start)
+    }
+
+    /// An HDLC link on a shared physical port ([`crate::transport::port`]),
+    /// keeping `trace` (what the port did to hand this link the line).
+    pub fn hdlc_on_port(
+        lease: PortLease,
+        settings: LinkSettings,
+        description: String,
+        trace: Trace,
+    ) -> Self {
+        let mut link = Link::hdlc(
+            Box::new(lease.clone()),
+            settings,
+            description,
+            trace.start(),
+        );
+        link.trace = trace;
+        if let Inner::Hdlc { port, .. } = &mut link.inner {
+            *port = Some(lease);
+        }
+        link
+    }
+
+    /// The shared physical port this link runs on, if any.
+    pub fn port(&self) -> Option<SharedPort> {
+        match &self.inner {
+            Inner::Hdlc { port: Some(p), .. } => Some(p.port()),
+            _ => None,
+        }
+    }
+
+    /// Was this link's physical port handed to another link since?
+    pub fn lost_its_port(&self) -> bool {
+        matches!(&self.inner, Inner::Hdlc { port: Some(p), .. } if !p.is_current())
     }
 
     pub fn kind(&self) -> LinkKind {
@@ -509,8 +557,34 @@ impl Link {
         }
     }
 
-    /// Opens the data link: SNRM/UA for HDLC; nothing for the wrapper.
+    /// Opens the data link: SNRM/UA for HDLC; nothing for the wrapper. On a
+    /// mode E port, the link signs on first when the meter waits for it (this
+    /// link sent DISC, or sat idle past the inactivity timeout), and an SNRM
+    /// that goes unanswered is tried once more after a new sign-on: the meter
+    /// may have gone back to it on its own.
     pub async fn connect(&mut self) -> Result<LinkParams, LinkError> {
+        let lease = match &self.inner {
+            Inner::Hdlc { port: Some(p), .. } => p.clone(),
+            _ => return self.connect_once().await,
+        };
+        if lease.needs_sign_on() {
+            // This link sent DISC, or sat idle past the inactivity timeout.
+            lease.sign_on_again(&mut self.trace).await?;
+        }
+        let first = self.connect_once().await;
+        match first {
+            Err(LinkError::Timeout(_) | LinkError::Garbled(_)) if lease.port().is_mode_e() => {
+                self.trace.note(
+                    "no answer to SNRM: signing on again (the meter may be back at its IEC 62056-21 sign-on)",
+                );
+                lease.sign_on_again(&mut self.trace).await?;
+                self.connect_once().await
+            }
+            other => other,
+        }
+    }
+
+    async fn connect_once(&mut self) -> Result<LinkParams, LinkError> {
         let timeout = self.settings.response_timeout;
         let Inner::Hdlc { client, .. } = &mut self.inner else {
             return Ok(LinkParams::default());
@@ -568,6 +642,10 @@ impl Link {
                 )
             })
             .await;
+        if let Inner::Hdlc { port: Some(p), .. } = &self.inner {
+            // Whatever the answer, a mode E meter that got it is back at its sign-on.
+            p.disc_sent();
+        }
         self.note_unrecorded();
         match ev {
             Ok(ClientEvent::Disconnected { .. }) => Ok(()),
@@ -968,6 +1046,7 @@ impl Link {
                 stream,
                 client,
                 tail,
+                ..
             } = inner
             else {
                 return Err(LinkError::Usage("not an HDLC link".into()));

@@ -3,5 +3,6 @@
 
 pub mod link;
 pub mod open;
+pub mod port;
 pub mod serial;
 pub mod target;

@@ -1,6 +1,11 @@
 //! Opening a link to a target: a TCP or UDP connection, a serial port, or an
 //! in-process connection to the built-in simulator. Settings come from the
 //! device profile, then the target's own overrides, then the caller's client.
+//!
+//! A single-link target (a serial port, or HDLC over TCP to a serial-to-IP
+//! converter when the target or profile says so) is never opened twice: each
+//! link is a lease on the one open port, which disconnects the previous link
+//! first ([`crate::transport::port`]).
 
 use std::time::Instant;
 
@@ -8,7 +13,8 @@ use tokio::net::{TcpStream, UdpSocket};
 
 use crate::profile::DeviceProfile;
 use crate::sim::server::SimHandle;
-use crate::transport::link::{Link, LinkError, LinkKind, LinkSettings};
+use crate::transport::link::{Link, LinkError, LinkKind, LinkSettings, Trace};
+use crate::transport::port::{PortOptions, PortSpec, SharedPort};
 use crate::transport::target::{Endpoint, Parity, TargetSpec};
 use crate::wire::hdlc::{Address, LinkParams};
 
@@ -63,6 +69,35 @@ pub fn native_kind(target: &TargetSpec) -> Option<LinkKind> {
         Endpoint::UdpWrapper { .. } => Some(LinkKind::Udp),
         Endpoint::HdlcTcp { .. } | Endpoint::Serial(_) => Some(LinkKind::Hdlc),
     }
+}
+
+/// Does `target` carry one HDLC link at a time? A serial port does; HDLC over
+/// TCP does when the target (`?single-link`) or the profile says so.
+pub fn single_link(target: &TargetSpec, profile: &DeviceProfile) -> bool {
+    match target.endpoint {
+        Endpoint::Serial(_) => true,
+        Endpoint::HdlcTcp { .. } => target.single_link || profile.hdlc.single_link,
+        _ => false,
+    }
+}
+
+/// A link for `s` on the shared port `spec`: the port is opened once, and the
+/// previous link on it is disconnected first.
+async fn on_port(
+    spec: PortSpec,
+    s: LinkSettings,
+    profile: &DeviceProfile,
+    description: String,
+    start: Instant,
+) -> Result<Link, LinkError> {
+    let port = SharedPort::get(spec)?;
+    let opts = PortOptions {
+        connect_timeout: profile.timeouts.connect,
+        inactivity_timeout: profile.hdlc.inactivity_timeout,
+    };
+    let mut trace = Trace::new(start);
+    let lease = port.lease(&s, opts, &mut trace).await?;
+    Ok(Link::hdlc_on_port(lease, s, description, trace))
 }
 
 /// Opens a link to `target` for `client`. For the simulator, `kind` chooses the
@@ -127,6 +162,14 @@ pub async fn open(
                 }
             }
         }
+        Endpoint::HdlcTcp { host, port } if single_link(target, profile) => {
+            let spec = PortSpec::Tcp {
+                host: host.clone(),
+                port: *port,
+            };
+            let description = format!("HDLC over TCP {host}:{port}, one link at a time");
+            on_port(spec, s, profile, description, start).await
+        }
         Endpoint::TcpWrapper { host, port } | Endpoint::HdlcTcp { host, port } => {
             let addr = format!("{host}:{port}");
             let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(&addr))
@@ -175,8 +218,8 @@ pub async fn open(
             ))
         }
         Endpoint::Serial(serial) => {
-            let stream = crate::transport::serial::open(serial, connect_timeout).await?;
-            Ok(Link::hdlc(stream, s, target.transport_description(), start))
+            let spec = PortSpec::Serial(serial.clone());
+            on_port(spec, s, profile, target.transport_description(), start).await
         }
     }
 }

@@ -2,16 +2,20 @@
 //! probes (dlms-facts.md 6.2): open at 300 baud 7E1, send `/?!<CR><LF>`, read
 //! the identification `/XXXZ...<CR><LF>` (Z = baud character), acknowledge
 //! with `ACK 2 Z 2 <CR><LF>` (protocol control 2 = HDLC, mode 2 = binary), then
-//! switch to the announced baud rate at 8N1 and speak HDLC.
+//! switch to the announced baud rate at 8N1 and speak HDLC. The meter returns
+//! to the sign-on after each HDLC session (a DISC, its inactivity timeout);
+//! [`crate::transport::port`] decides when to sign on again.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_serial::{
-    DataBits, Parity as SerialParity, SerialPort, SerialPortBuilderExt, SerialStream, StopBits,
+    ClearBuffer, DataBits, Parity as SerialParity, SerialPort, SerialPortBuilderExt, SerialStream,
+    StopBits,
 };
 
-use crate::transport::link::{BoxStream, LinkError};
+use crate::runner::event::Direction;
+use crate::transport::link::{BoxStream, LinkError, Trace};
 use crate::transport::target::{Parity, SerialSettings};
 
 /// Longest identification line accepted (IEC 62056-21 allows 16 characters of identification).
@@ -70,24 +74,15 @@ fn configure(
     Ok(())
 }
 
-/// Opens a serial port; with `mode_e`, runs the IEC 62056-21 handshake first.
-pub async fn open(s: &SerialSettings, timeout: Duration) -> Result<BoxStream, LinkError> {
+/// Opens a serial port at its first line settings: 300 baud 7E1 for mode E
+/// (the sign-on comes next), otherwise the target's own settings.
+pub fn open_port(s: &SerialSettings) -> Result<SerialStream, LinkError> {
     let start_baud = if s.mode_e { 300 } else { s.baud };
     let mut port = tokio_serial::new(&s.path, start_baud)
         .open_native_async()
         .map_err(|e| io(&s.path, "cannot open", e))?;
     if s.mode_e {
         configure(&mut port, &s.path, 300, Parity::Even, 7, 1)?;
-        let baud = tokio::time::timeout(timeout, mode_e_handshake(&mut port))
-            .await
-            .map_err(|_| {
-                LinkError::Connect(format!(
-                    "{}: mode E: no identification within {}",
-                    s.path,
-                    humantime::format_duration(timeout)
-                ))
-            })??;
-        configure(&mut port, &s.path, baud, Parity::None, 8, 1)?;
     } else {
         configure(
             &mut port,
@@ -98,14 +93,80 @@ pub async fn open(s: &SerialSettings, timeout: Duration) -> Result<BoxStream, Li
             s.stop_bits,
         )?;
     }
+    Ok(port)
+}
+
+/// Opens a serial port; with `mode_e`, runs the IEC 62056-21 handshake first.
+pub async fn open(s: &SerialSettings, timeout: Duration) -> Result<BoxStream, LinkError> {
+    let mut port = open_port(s)?;
+    if s.mode_e {
+        sign_on(&mut port, s, timeout, None).await?;
+    }
     Ok(Box::new(port))
 }
+
+/// The IEC 62056-21 mode E sign-on on an open port, as the client does it each
+/// time the meter is back in its initial state (after the port opened, after
+/// an HDLC DISC, after the meter's inactivity timeout): input still pending is
+/// dropped, the line goes to 300 baud 7E1, the handshake runs within `timeout`,
+/// and the line switches to the announced rate at 8N1 for HDLC.
+pub async fn sign_on(
+    port: &mut SerialStream,
+    s: &SerialSettings,
+    timeout: Duration,
+    trace: Option<&mut Trace>,
+) -> Result<SignOn, LinkError> {
+    // Bytes left from the last HDLC session (a late frame) are no identification.
+    let _ = port.clear(ClearBuffer::Input);
+    configure(port, &s.path, 300, Parity::Even, 7, 1)?;
+    let signed = tokio::time::timeout(timeout, mode_e_sign_on(port, trace))
+        .await
+        .map_err(|_| {
+            LinkError::Connect(format!(
+                "{}: mode E: no identification within {} (is the probe on the meter's optical port, and the meter waiting for a sign-on?)",
+                s.path,
+                humantime::format_duration(timeout)
+            ))
+        })??;
+    configure(port, &s.path, signed.baud, Parity::None, 8, 1)?;
+    Ok(signed)
+}
+
+/// What the meter said in a mode E sign-on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignOn {
+    /// The identification line, without `/` and the line end (FLAG id, baud character, name).
+    pub identification: String,
+    /// The baud rate of the HDLC session the meter announced.
+    pub baud: u32,
+}
+
+/// The layer name of sign-on traffic in traces.
+pub const SIGN_ON_LAYER: &str = "iec62056-21";
 
 /// The sign-on: returns the baud rate the meter announced.
 pub async fn mode_e_handshake<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     port: &mut S,
 ) -> Result<u32, LinkError> {
-    port.write_all(b"/?!\r\n").await?;
+    Ok(mode_e_sign_on(port, None).await?.baud)
+}
+
+/// The sign-on, recorded in `trace` when given: request `/?!`, identification
+/// `/XXXZ...`, acknowledgement `ACK 2 Z 2` (HDLC, binary mode).
+pub async fn mode_e_sign_on<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    port: &mut S,
+    mut trace: Option<&mut Trace>,
+) -> Result<SignOn, LinkError> {
+    const REQUEST: &[u8] = b"/?!\r\n";
+    if let Some(t) = trace.as_deref_mut() {
+        t.record(
+            Direction::Sent,
+            SIGN_ON_LAYER,
+            REQUEST,
+            "sign-on request /?! at 300 baud 7E1".into(),
+        );
+    }
+    port.write_all(REQUEST).await?;
     port.flush().await?;
     let ident = loop {
         let line = read_line(port).await?;
@@ -116,23 +177,48 @@ pub async fn mode_e_handshake<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + 
         break line;
     };
     let text = String::from_utf8_lossy(&ident).into_owned();
-    if ident.len() < 5 || ident[0] != b'/' {
-        return Err(LinkError::Connect(format!(
-            "mode E: not an identification message: {text:?}"
-        )));
-    }
-    let z = ident[4];
+    let z = match (ident.first(), ident.get(4)) {
+        (Some(b'/'), Some(z)) => *z,
+        _ => {
+            return Err(LinkError::Connect(format!(
+                "mode E: not an identification message: {text:?}"
+            )));
+        }
+    };
     let baud = baud_of(z).ok_or_else(|| {
         LinkError::Connect(format!(
             "mode E: unknown baud character {:?} in {text:?}",
             z as char
         ))
     })?;
-    port.write_all(&[0x06, b'2', z, b'2', b'\r', b'\n']).await?;
+    if let Some(t) = trace.as_deref_mut() {
+        t.record(
+            Direction::Received,
+            SIGN_ON_LAYER,
+            &ident,
+            format!("identification {text}: HDLC offered at {baud} baud"),
+        );
+    }
+    let ack = [0x06, b'2', z, b'2', b'\r', b'\n'];
+    if let Some(t) = trace {
+        t.record(
+            Direction::Sent,
+            SIGN_ON_LAYER,
+            &ack,
+            format!(
+                "acknowledgement: protocol 2 (HDLC), baud character {}, mode 2 (binary); then {baud} baud 8N1",
+                z as char
+            ),
+        );
+    }
+    port.write_all(&ack).await?;
     port.flush().await?;
     // Let the acknowledgement leave at 300 baud (6 characters of 10 bits) before switching.
     tokio::time::sleep(Duration::from_millis(250)).await;
-    Ok(baud)
+    Ok(SignOn {
+        identification: text.trim_start_matches('/').to_owned(),
+        baud,
+    })
 }
 
 async fn read_line<S: tokio::io::AsyncRead + Unpin>(port: &mut S) -> Result<Vec<u8>, LinkError> {
@@ -156,26 +242,59 @@ async fn read_line<S: tokio::io::AsyncRead + Unpin>(port: &mut S) -> Result<Vec<
     }
 }
 
+/// What a meter waiting for a sign-on takes as one line: a message starts at
+/// `/` (IEC 62056-21 start character), so whatever came before it (HDLC frames
+/// from a client that did not sign on, noise) is dropped; of a line longer than
+/// [`MAX_IDENT`], the end is kept.
+async fn read_request_line<S: tokio::io::AsyncRead + Unpin>(
+    port: &mut S,
+) -> Result<Vec<u8>, LinkError> {
+    let mut line = Vec::new();
+    loop {
+        let b = port.read_u8().await? & 0x7F;
+        match b {
+            b'\n' => {
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(line);
+            }
+            b'/' => {
+                line.clear();
+                line.push(b);
+            }
+            _ => {
+                if line.len() >= MAX_IDENT {
+                    line.remove(0);
+                }
+                line.push(b);
+            }
+        }
+    }
+}
+
 /// The meter side of the handshake, for the simulator on a serial port: waits
 /// for `/?!`, answers the identification with baud character `z`, waits for the
-/// acknowledgement. Returns the baud rate the client acknowledged.
+/// acknowledgement. Returns the baud rate the client acknowledged. Anything
+/// else on the line (HDLC frames from a client that did not sign on, noise) is
+/// ignored, as a meter waiting for a sign-on does; a new request while the
+/// acknowledgement is awaited is answered again.
 pub async fn mode_e_answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     port: &mut S,
     ident: &str,
     z: u8,
 ) -> Result<u32, LinkError> {
+    let answer = format!("/{ident}{}\r\n", z as char);
+    let mut requested = false;
     loop {
-        let line = read_line(port).await?;
+        let line = read_request_line(port).await?;
         if line.ends_with(b"/?!") {
-            break;
+            port.write_all(answer.as_bytes()).await?;
+            port.flush().await?;
+            requested = true;
+            continue;
         }
-    }
-    port.write_all(format!("/{ident}{}\r\n", z as char).as_bytes())
-        .await?;
-    port.flush().await?;
-    loop {
-        let line = read_line(port).await?;
-        if let [.., 0x06, b'2', zz, b'2'] = line.as_slice() {
+        if requested && let [.., 0x06, b'2', zz, b'2'] = line.as_slice() {
             return baud_of(*zz)
                 .ok_or_else(|| LinkError::Connect("mode E: bad baud character in ACK".into()));
         }
@@ -205,6 +324,24 @@ mod tests {
         });
         let e = mode_e_handshake(&mut a).await.unwrap_err();
         assert!(e.to_string().contains("not an identification"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_meter_finds_a_sign_on_after_hdlc_frames_and_noise() {
+        // A client that did not know the meter was back at its sign-on sent SNRMs first.
+        let snrm =
+            hex::decode("7EA01F0223219321E0818012050180060180070400000001080400000001533B7E")
+                .unwrap();
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        let meter = tokio::spawn(async move { mode_e_answer(&mut b, "MMM", b'5').await });
+        for _ in 0..3 {
+            a.write_all(&snrm).await.unwrap();
+        }
+        a.write_all(&[0x55; 100]).await.unwrap();
+        let client = tokio::time::timeout(Duration::from_secs(5), mode_e_handshake(&mut a));
+        let baud = client.await.expect("the meter answers the sign-on");
+        assert_eq!(baud.unwrap(), 9600);
+        assert_eq!(meter.await.unwrap().unwrap(), 9600);
     }
 
     #[test]

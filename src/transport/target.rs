@@ -5,12 +5,17 @@
 //! | `sim` | the built-in simulated meter (in-process); `sim?quirk=NAME` (repeatable) switches on a fault |
 //! | `tcp://host:port` | TCP wrapper (IEC 62056-47), port 4059 by default |
 //! | `udp://host:port` | UDP wrapper |
-//! | `hdlc+tcp://host:port` | HDLC frames over TCP (a serial-to-IP converter) |
+//! | `hdlc+tcp://host:port` | HDLC frames over TCP (a serial-to-IP converter); add `single-link` when the converter has one serial line behind it |
 //! | `serial:///dev/ttyX?baud=9600` | HDLC over a serial port; `parity=none|even|odd`, `data-bits`, `stop-bits` |
 //! | `serial:///dev/ttyX?mode-e` | optical probe: IEC 62056-21 mode E sign-on at 300 baud, then HDLC |
 //!
 //! Any target may add `client=N`, `logical=N`, `physical=N` (HDLC server address)
 //! and `wport=N` (wrapper server wPort) to override the device profile.
+//!
+//! A serial port, and an `hdlc+tcp` target with `single-link` (or a device
+//! profile with `hdlc: {single-link: true}`), carries one HDLC link at a time:
+//! switching client disconnects the previous one on the same open port
+//! ([`crate::transport::port`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -55,6 +60,8 @@ pub struct TargetSpec {
     pub logical: Option<u16>,
     pub physical: Option<u16>,
     pub wport: Option<u16>,
+    /// The target carries one HDLC link at a time (always so for a serial port).
+    pub single_link: bool,
 }
 
 impl TargetSpec {
@@ -75,6 +82,9 @@ impl TargetSpec {
             }
             Endpoint::TcpWrapper { host, port } => format!("wrapper over TCP {host}:{port}"),
             Endpoint::UdpWrapper { host, port } => format!("wrapper over UDP {host}:{port}"),
+            Endpoint::HdlcTcp { host, port } if self.single_link => {
+                format!("HDLC over TCP {host}:{port}, one link at a time")
+            }
             Endpoint::HdlcTcp { host, port } => format!("HDLC over TCP {host}:{port}"),
             Endpoint::Serial(s) => {
                 let p = match s.parity {
@@ -109,7 +119,7 @@ impl fmt::Display for TargetSpec {
 /// Why a target text is not understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid target {text:?}: {reason}\n  targets look like: sim, sim?quirk=NAME, tcp://HOST:4059, udp://HOST:4059, hdlc+tcp://HOST:PORT, serial:///dev/ttyUSB0?baud=9600, serial:///dev/ttyUSB0?mode-e"
+    "invalid target {text:?}: {reason}\n  targets look like: sim, sim?quirk=NAME, tcp://HOST:4059, udp://HOST:4059, hdlc+tcp://HOST:PORT[?single-link], serial:///dev/ttyUSB0?baud=9600, serial:///dev/ttyUSB0?mode-e"
 )]
 pub struct TargetError {
     pub text: String,
@@ -139,6 +149,7 @@ impl FromStr for TargetSpec {
             logical: None,
             physical: None,
             wport: None,
+            single_link: false,
         };
         let mut quirks = Vec::new();
         let mut baud = None;
@@ -175,6 +186,7 @@ impl FromStr for TargetSpec {
                 "data-bits" => data_bits = Some(num(&k, &v)?),
                 "stop-bits" => stop_bits = Some(num(&k, &v)?),
                 "mode-e" => mode_e = true,
+                "single-link" => spec.single_link = true,
                 other => return Err(fail(format!("unknown option `{other}`"))),
             }
         }
@@ -249,6 +261,14 @@ impl FromStr for TargetSpec {
                 "baud, parity, data-bits, stop-bits and mode-e apply to serial targets only".into(),
             ));
         }
+        if spec.single_link && !spec.is_hdlc() {
+            return Err(fail(
+                "single-link applies to HDLC targets (hdlc+tcp, serial) only".into(),
+            ));
+        }
+        if let Endpoint::Serial(_) = spec.endpoint {
+            spec.single_link = true;
+        }
         if has_quirks && !matches!(spec.endpoint, Endpoint::Sim { .. }) {
             return Err(fail("quirks apply to the simulator only".into()));
         }
@@ -299,8 +319,15 @@ mod tests {
                 logical: Some(1),
                 physical: Some(17),
                 wport: None,
+                single_link: false,
             }
         );
+        assert!(p("hdlc+tcp://converter:10001?single-link").single_link);
+        assert_eq!(
+            p("hdlc+tcp://converter:10001?single-link").transport_description(),
+            "HDLC over TCP converter:10001, one link at a time"
+        );
+        assert!(p("serial:///dev/ttyUSB0").single_link);
         let s = p("serial:///dev/ttyUSB0?baud=19200&parity=even&data-bits=7");
         assert_eq!(
             s.endpoint,
@@ -331,6 +358,7 @@ mod tests {
             ("sim?bogus=1", "unknown option"),
             ("tcp://h?client=70000", "out of range"),
             ("serial://", "device path"),
+            ("tcp://h?single-link", "HDLC targets"),
         ] {
             let e = bad.parse::<TargetSpec>().unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
