@@ -11,6 +11,7 @@
 pub mod console;
 pub mod junit;
 pub mod trace;
+pub mod values;
 
 #[cfg(test)]
 pub(crate) mod fixtures;

@@ -317,7 +317,10 @@ impl<'a> CaseRun<'a> {
         })
     }
 
+    /// A remark, stamped now and placed after the traffic so far (the links'
+    /// records are collected first, so a note never precedes what it follows).
     fn note(&mut self, text: impl Into<String>) {
+        self.collect_traffic();
         self.traffic.push(TrafficRecord {
             at: self.start.elapsed(),
             direction: Direction::Note,
@@ -426,7 +429,7 @@ impl<'a> CaseRun<'a> {
             match c.associate(req, false).await.map_err(|e| e.to_string())? {
                 AssociateOutcome::Associated => {}
                 AssociateOutcome::Refused(r) => {
-                    return Err(format!("public association refused: {r:?}"));
+                    return Err(format!("public association refused: {r}"));
                 }
             }
             let r = c
@@ -443,7 +446,7 @@ impl<'a> CaseRun<'a> {
                     .as_integer()
                     .and_then(|i| u32::try_from(i).ok())
                     .ok_or_else(|| format!("counter object {obis} holds {d}, not a counter")),
-                other => Err(format!("reading counter object {obis}: {other:?}")),
+                other => Err(format!("reading counter object {obis}: {other}")),
             }
         }
         .await;
@@ -533,6 +536,7 @@ impl<'a> CaseRun<'a> {
                 break;
             }
             let label = step_label(&step.value);
+            let from = self.traffic.len();
             let mut cancel_rx = cancel.clone();
             let r = tokio::select! {
                 r = tokio::time::timeout_at(deadline, self.step(&step.value)) => r.unwrap_or_else(|_| Err(StepError::Harness(format!("the case timed out after {}", humantime::format_duration(case_timeout))))),
@@ -540,7 +544,7 @@ impl<'a> CaseRun<'a> {
             };
             self.sync_counters();
             let r = r.and_then(|()| self.check_violations());
-            let from = self.collect_traffic();
+            self.collect_traffic();
             let ok = r.is_ok();
             on_step(i, label.clone(), ok, self.traffic[from..].to_vec());
             match r {
@@ -571,11 +575,12 @@ impl<'a> CaseRun<'a> {
         let teardown = &self.case.teardown;
         for (i, step) in teardown.iter().enumerate() {
             let label = step_label(&step.value);
+            let from = self.traffic.len();
             let r = tokio::time::timeout(Duration::from_secs(20), self.step(&step.value))
                 .await
                 .unwrap_or_else(|_| Err(StepError::Harness("teardown step timed out".into())));
             self.sync_counters();
-            let from = self.collect_traffic();
+            self.collect_traffic();
             on_step(
                 steps.len() + i,
                 format!("teardown {label}"),
@@ -612,6 +617,9 @@ impl<'a> CaseRun<'a> {
         self.close_all().await;
         self.save_counters();
         self.collect_traffic();
+        // In time order across links and notes (a stable sort: records of the
+        // same instant keep the order they were recorded in).
+        self.traffic.sort_by_key(|r| r.at);
         CaseOutcome {
             verdict,
             traffic: self.traffic,
@@ -715,7 +723,8 @@ impl<'a> CaseRun<'a> {
                     .join(" or ");
                 Err(StepError::Fail {
                     message: format!("expected {want}, got {observed}"),
-                    label: format!("got {observed}"),
+                    // The headline already says what came; the caret only points.
+                    label: "not met".into(),
                 })
             }
         }

@@ -223,6 +223,34 @@ pub enum Refusal {
     Pass3Refused(ActionResult),
 }
 
+impl std::fmt::Display for Refusal {
+    /// In the standard's words, e.g. `AARE rejected-permanent, user diagnostic
+    /// authentication-failure(13)` or `HLS pass 3 refused: read-write-denied`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Rejected {
+                result,
+                diagnostic,
+                initiate_error,
+            } => {
+                match *result {
+                    1 => write!(f, "AARE rejected-permanent")?,
+                    2 => write!(f, "AARE rejected-transient")?,
+                    r => write!(f, "AARE result {r}")?,
+                }
+                write!(f, ", {diagnostic}")?;
+                if let Some(e) = initiate_error {
+                    write!(f, ", {e}")?;
+                }
+                Ok(())
+            }
+            Refusal::InitiateError(e) => write!(f, "AARE accepted but carrying {e}"),
+            Refusal::Exception(e) => write!(f, "{e}"),
+            Refusal::Pass3Refused(r) => write!(f, "HLS pass 3 refused: {}", r.name()),
+        }
+    }
+}
+
 /// What an AARE led to.
 #[derive(Debug)]
 pub enum AareOutcome {
@@ -317,7 +345,7 @@ impl ExpectAare {
         }
         if aare.diagnostic != AcseDiagnostic::User(14) {
             return Err(SessionError::BadAare(format!(
-                "HLS-GMAC needs diagnostic authentication-required (14), got {:?}",
+                "HLS-GMAC needs diagnostic authentication-required (14), got {}",
                 aare.diagnostic
             )));
         }
@@ -421,8 +449,12 @@ impl ExpectHlsReply {
         let f_ctos = match response.return_parameters {
             Some(GetDataResult::Data(Data::OctetString(v))) => v,
             other => {
+                let carried = match other {
+                    Some(r) => r.to_string(),
+                    None => "no return parameters".into(),
+                };
                 return Err(SessionError::ServerAuthentication(format!(
-                    "the action-response carries {other:?} instead of an octet-string f(CtoS)"
+                    "the action-response carries {carried} instead of an octet-string f(CtoS)"
                 )));
             }
         };

@@ -75,12 +75,51 @@ pub enum ClientEvent {
     Timeout(&'static str),
 }
 
+impl std::fmt::Display for ClientEvent {
+    /// In the words of IEC 62056-46, for messages (never key material: frames
+    /// and APDUs are shown by kind and length).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientEvent::FrameReceived(fr) => write!(f, "frame {fr}"),
+            ClientEvent::InvalidFrame { bytes, error } => {
+                write!(f, "an invalid frame of {} bytes ({error})", bytes.len())
+            }
+            ClientEvent::Connected(p) => write!(
+                f,
+                "UA (link up: max info {} out, {} in; window {} out, {} in)",
+                p.max_info_tx, p.max_info_rx, p.window_tx, p.window_rx
+            ),
+            ClientEvent::ConnectRefused => write!(f, "DM to SNRM"),
+            ClientEvent::Disconnected { by_peer: true } => {
+                write!(f, "a disconnect by the device (DISC or DM)")
+            }
+            ClientEvent::Disconnected { by_peer: false } => write!(f, "UA or DM to DISC"),
+            ClientEvent::Apdu(a) => write!(f, "an APDU of {} bytes", a.len()),
+            ClientEvent::FrameRejected(info) => write!(f, "FRMR ({} bytes)", info.len()),
+            ClientEvent::Violation(v) => write!(f, "a protocol violation: {v}"),
+            ClientEvent::Discarded(d) => write!(f, "an ignored frame: {d}"),
+            ClientEvent::Timeout(what) => write!(f, "no reply ({what})"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ClientState {
     Disconnected,
     Connecting,
     Connected,
     Disconnecting,
+}
+
+impl std::fmt::Display for ClientState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClientState::Disconnected => "disconnected",
+            ClientState::Connecting => "connecting (SNRM sent)",
+            ClientState::Connected => "connected",
+            ClientState::Disconnecting => "disconnecting (DISC sent)",
+        })
+    }
 }
 
 /// The client (primary station) side of an HDLC link.
@@ -405,7 +444,7 @@ impl HdlcClient {
             }
             (state, control) => {
                 self.events.push_back(ClientEvent::Violation(format!(
-                    "unexpected {control} while {state:?}"
+                    "unexpected {control} while {state}"
                 )));
             }
         }

@@ -545,7 +545,7 @@ impl Link {
             Ok(ClientEvent::Timeout(_)) | Err(LinkError::Timeout(_)) => {
                 Err(self.silence_error(timeout))
             }
-            Ok(other) => Err(LinkError::Hdlc(format!("unexpected {other:?}"))),
+            Ok(other) => Err(LinkError::Hdlc(format!("unexpected {other}"))),
             Err(e) => Err(e),
         }
     }
@@ -574,7 +574,7 @@ impl Link {
             Ok(ClientEvent::Timeout(_)) | Err(LinkError::Timeout(_)) => {
                 Err(self.silence_error(timeout))
             }
-            Ok(other) => Err(LinkError::Hdlc(format!("unexpected {other:?} to DISC"))),
+            Ok(other) => Err(LinkError::Hdlc(format!("unexpected {other} to DISC"))),
             Err(e) => Err(e),
         }
     }
@@ -874,7 +874,7 @@ impl Link {
             Ok(ClientEvent::FrameReceived(f)) => Ok(Reply::Frame(f)),
             Ok(ClientEvent::Disconnected { .. }) => Ok(Reply::Closed),
             Ok(ClientEvent::Timeout(_)) | Err(LinkError::Timeout(_)) => Ok(Reply::Silence),
-            Ok(other) => Err(LinkError::Hdlc(format!("{other:?}"))),
+            Ok(other) => Err(LinkError::Hdlc(format!("unexpected {other}"))),
             Err(LinkError::Closed) => Ok(Reply::Closed),
             Err(e) => Err(e),
         }
