@@ -44,7 +44,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run suites against a target (default: every suite in suites/ against the built-in simulator).
+    /// Run suites against a target (default: every shipped suite against the built-in simulator).
     Run(Box<RunArgs>),
     /// List the cases of suites, with their tags.
     List(cli::list::ListArgs),
@@ -118,6 +118,7 @@ struct TargetArgs {
 struct RunArgs {
     /// Suite files, folders or shipped suite names (default: suites/ when it
     /// exists here, else the suites built into the binary).
+    #[arg(value_name = "SUITES")]
     paths: Vec<PathBuf>,
     #[command(flatten)]
     target: TargetArgs,
@@ -136,7 +137,7 @@ struct RunArgs {
     /// Run only these cases (repeatable): an exact id, `APPL_OPEN_1` or
     /// `association::APPL_OPEN_1`, or a glob pattern, `'APPL_OPEN_*'`
     /// (`*` any text, `?` one character, `[...]` one of).
-    #[arg(long = "id", short = 'k')]
+    #[arg(long = "id", short = 'k', value_name = "ID")]
     ids: Vec<String>,
     /// Run only cases with this tag (repeatable).
     #[arg(long)]

@@ -13,13 +13,14 @@ use super::{USAGE_ERROR, suites, validation_context};
 pub struct ListArgs {
     /// Suite files, folders or shipped suite names (default: suites/ when it
     /// exists here, else the suites built into the binary).
+    #[arg(value_name = "SUITES")]
     pub paths: Vec<PathBuf>,
     /// Only cases with this tag (repeatable).
     #[arg(long)]
     pub tag: Vec<String>,
     /// Only these cases: an exact id (`APPL_OPEN_1` or `association::APPL_OPEN_1`)
     /// or a glob pattern (`'APPL_OPEN_*'`); repeatable.
-    #[arg(long = "id", short = 'k')]
+    #[arg(long = "id", short = 'k', value_name = "ID")]
     pub ids: Vec<String>,
 }
 

@@ -16,6 +16,7 @@ use super::{USAGE_ERROR, suites, validation_context};
 pub struct ValidateArgs {
     /// Suite files, folders or shipped suite names (default: suites/ when it
     /// exists here, else the suites built into the binary).
+    #[arg(value_name = "SUITES")]
     pub paths: Vec<PathBuf>,
     /// Also check this device profile, and that it has every client the cases name.
     #[arg(long, short = 'd')]

@@ -98,35 +98,52 @@ pub const ACCESS_LEGEND: &str =
 /// An object list as a table, one object a line, then the legend. Elements
 /// that are not object_list_elements are shown as they came.
 pub fn object_list_table(items: &[Data]) -> String {
-    let rows: Vec<Result<ListedObject, &Data>> = items
+    let list = |v: &[(i8, u8)], f: fn(u8) -> String| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.iter()
+                .map(|(id, m)| format!("{id}:{}", f(*m)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    };
+    // (class, version, logical name, attributes, methods), or the element as it came.
+    let rows: Vec<Result<[String; 5], &Data>> = items
         .iter()
-        .map(|d| ListedObject::from_data(d).ok_or(d))
+        .map(|d| {
+            ListedObject::from_data(d)
+                .map(|o| {
+                    [
+                        o.class_id.to_string(),
+                        o.version.to_string(),
+                        o.obis.to_string(),
+                        list(&o.attributes, attribute_access),
+                        list(&o.methods, method_access),
+                    ]
+                })
+                .ok_or(d)
+        })
         .collect();
+    let width = |i: usize, header: &str| {
+        rows.iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|r| r[i].chars().count())
+            .chain([header.len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let (wl, wa) = (width(2, "logical name"), width(3, "attributes"));
     let mut s = format!(
-        "{:>5}  {:>3}  {:<17}  {:<32}  methods\n",
+        "{:>5}  {:>3}  {:<wl$}  {:<wa$}  methods\n",
         "class", "ver", "logical name", "attributes"
     );
     for row in &rows {
         match row {
-            Ok(o) => {
-                let list = |v: &[(i8, u8)], f: fn(u8) -> String| {
-                    if v.is_empty() {
-                        "none".to_string()
-                    } else {
-                        v.iter()
-                            .map(|(id, m)| format!("{id}:{}", f(*m)))
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    }
-                };
+            Ok([class, version, ln, attrs, methods]) => {
                 let _ = writeln!(
                     s,
-                    "{:>5}  {:>3}  {:<17}  {:<32}  {}",
-                    o.class_id,
-                    o.version,
-                    o.obis.to_string(),
-                    list(&o.attributes, attribute_access),
-                    list(&o.methods, method_access)
+                    "{class:>5}  {version:>3}  {ln:<wl$}  {attrs:<wa$}  {methods}"
                 );
             }
             Err(d) => {
@@ -208,16 +225,10 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(
             lines[0],
-            "class  ver  logical name       attributes                        methods"
+            "class  ver  logical name    attributes    methods"
         );
-        assert_eq!(
-            lines[1],
-            "    8    0  0-0:1.0.0.255      1:r 2:rw 3:-                      1:ax"
-        );
-        assert_eq!(
-            lines[2],
-            "    1    0  0-0:42.0.0.255     1:r 2:r                           none"
-        );
+        assert_eq!(lines[1], "    8    0  0-0:1.0.0.255   1:r 2:rw 3:-  1:ax");
+        assert_eq!(lines[2], "    1    0  0-0:42.0.0.255  1:r 2:r       none");
         assert_eq!(lines[3], "    not an object list element: null-data");
         assert!(
             lines[4].starts_with("3 objects; access: r read"),
