@@ -600,6 +600,121 @@ Interrupted: run stopped early, 3 of 4 selected cases not run
         assert!("sometimes".parse::<ColorChoice>().is_err());
     }
 
+    /// A case that failed the way the runner reports it: the detail is the
+    /// rendered suite diagnostic, which starts with `error: <message>` and
+    /// ends with the checked clause.
+    fn failed_case() -> (CaseInfo, Verdict) {
+        let case = fixtures::case(
+            "replay-rejection",
+            "SYMSEC_0_FraCount_1",
+            "Replay",
+            "sim",
+            30,
+        );
+        let message = "step 3 (replay): expected exception-response invocation-counter-error, got data unsigned 3";
+        let d = Diagnostic {
+            message: message.into(),
+            detail: format!(
+                "error: {message}\n  --> suites/replay.yaml:40:9\n   |\n40 |         expect: invocation-counter-error\n   |         ^^^^^^ not met\n   = note: checks: IDIS P2 SYMSEC_0_FraCount_1"
+            ),
+            location: None,
+        };
+        (case, Verdict::Failed(d))
+    }
+
+    #[test]
+    fn a_failure_says_its_message_and_clause_once() {
+        let (case, verdict) = failed_case();
+        let mut r = ConsoleReporter::new(Vec::new(), ConsoleOptions::default());
+        let text = r.case_finished(&case, &verdict, Duration::from_millis(3), &[]);
+        assert_eq!(
+            text.matches("expected exception-response").count(),
+            1,
+            "{text}"
+        );
+        assert_eq!(text.matches("checks: IDIS P2").count(), 1, "{text}");
+        assert!(
+            text.contains("      --> suites/replay.yaml:40:9\n"),
+            "{text}"
+        );
+    }
+
+    fn stopped_run(fail_fast: bool) -> String {
+        let (case, verdict) = failed_case();
+        let opts = ConsoleOptions {
+            color: ColorChoice::Never,
+            fail_fast,
+            ..ConsoleOptions::default()
+        };
+        let mut r = ConsoleReporter::new(Vec::new(), opts);
+        let events = [
+            Event::RunStarted {
+                started: fixtures::t0(),
+                targets: vec![fixtures::sim()],
+                cases: 3,
+                harness_version: "0.1.0".into(),
+            },
+            Event::CaseStarted { case: case.clone() },
+            Event::CaseFinished {
+                case,
+                verdict,
+                duration: Duration::from_millis(3),
+                traffic: vec![],
+            },
+            Event::RunFinished {
+                summary: Summary {
+                    failed: 1,
+                    not_run: 2,
+                    duration: Duration::from_millis(5),
+                    ..Summary::default()
+                },
+                interrupted: true,
+            },
+        ];
+        for e in &events {
+            r.on_event(e).unwrap();
+        }
+        String::from_utf8(r.into_inner()).unwrap()
+    }
+
+    #[test]
+    fn fail_fast_says_it_stopped_after_the_first_failure() {
+        let text = stopped_run(true);
+        assert!(
+            text.contains("Summary: 1 case, 0 passed, 1 failed, 0 errors, 0 skipped"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "Stopped: after the first failure (--fail-fast), 2 of 3 selected cases not run\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("Interrupted"), "{text}");
+        // Without --fail-fast the same end is an interruption (Ctrl-C).
+        assert!(stopped_run(false).contains("Interrupted: run stopped early, 2 of 3"));
+    }
+
+    /// A reader that has gone away.
+    struct ClosedPipe;
+    impl Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        }
+    }
+
+    #[test]
+    fn a_closed_pipe_ends_the_output_quietly() {
+        let mut r = ConsoleReporter::new(ClosedPipe, ConsoleOptions::default());
+        for e in fixtures::full_run() {
+            r.on_event(&e).unwrap();
+        }
+        assert!(r.closed);
+    }
+
     #[test]
     fn no_progress_bar_when_stderr_is_not_a_terminal_or_run_is_small() {
         let mut r = ConsoleReporter::new(Vec::new(), ConsoleOptions::default());
