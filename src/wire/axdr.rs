@@ -657,8 +657,8 @@ impl fmt::Display for Data {
             Float32(v) => write!(f, "{name} {v}"),
             Float64(v) => write!(f, "{name} {v}"),
             DateTime(v) => write!(f, "{name} {}", format_date_time(v)),
-            Date(v) => write!(f, "{name} {}", hex::encode_upper(v)),
-            Time(v) => write!(f, "{name} {}", hex::encode_upper(v)),
+            Date(v) => write!(f, "{name} {}", format_date(v)),
+            Time(v) => write!(f, "{name} {}", format_time(v)),
             other => write!(f, "{name} {}", other.as_integer().unwrap_or_default()),
         }
     }
@@ -724,6 +724,57 @@ pub fn is_date_time(v: &[u8; 12]) -> bool {
     is_date(&[v[0], v[1], v[2], v[3], v[4]])
         && is_time(&[v[5], v[6], v[7], v[8]])
         && (dev == i16::MIN || (-720..=720).contains(&dev))
+}
+
+/// A date or time field: two digits, `**` for 0xFF "not specified".
+fn date_field(b: u8) -> String {
+    match b {
+        0xFF => "**".into(),
+        _ => format!("{b:02}"),
+    }
+}
+
+/// A month, with its special values (Blue Book 4.1.6.1) by name.
+fn month_field(b: u8) -> String {
+    match b {
+        0xFE => "dst-begin".into(),
+        0xFD => "dst-end".into(),
+        _ => date_field(b),
+    }
+}
+
+/// A day of the month, with its special values by name.
+fn day_field(b: u8) -> String {
+    match b {
+        0xFE => "last".into(),
+        0xFD => "second-last".into(),
+        _ => date_field(b),
+    }
+}
+
+/// Renders a COSEM date (Blue Book 4.1.6.1) as `YYYY-MM-DD`, `*` for "not
+/// specified" fields; an invalid date as its hex.
+pub fn format_date(v: &[u8; 5]) -> String {
+    if !is_date(v) {
+        return hex::encode_upper(v);
+    }
+    let year = u16::from_be_bytes([v[0], v[1]]);
+    let year = if year == 0xFFFF {
+        "****".to_string()
+    } else {
+        format!("{year:04}")
+    };
+    format!("{year}-{}-{}", month_field(v[2]), day_field(v[3]))
+}
+
+/// Renders a COSEM time as `hh:mm:ss.cc`, `*` for "not specified" fields;
+/// an invalid time as its hex.
+pub fn format_time(v: &[u8; 4]) -> String {
+    if !is_time(v) {
+        return hex::encode_upper(v);
+    }
+    let f = date_field;
+    format!("{}:{}:{}.{}", f(v[0]), f(v[1]), f(v[2]), f(v[3]))
 }
 
 /// Renders a COSEM date-time (Blue Book 4.1.6.1) as `YYYY-MM-DD hh:mm:ss.cc dev±m status`,
@@ -805,6 +856,12 @@ mod tests {
                 .time()
                 .is_none()
         );
+        assert_eq!(
+            Data::Date([0x07, 0xEA, 0xFE, 0xFE, 0xFF]).to_string(),
+            "date 2026-dst-begin-last"
+        );
+        assert_eq!(Data::Time([2, 30, 0, 0xFF]).to_string(), "time 02:30:00.**");
+        assert_eq!(Data::Time([24, 0, 0, 0]).to_string(), "time 18000000");
     }
 
     #[test]
