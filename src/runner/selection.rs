@@ -164,9 +164,14 @@ impl fmt::Display for UnmatchedId {
         let given = &self.given;
         match &self.problem {
             Problem::BadPattern(why) => write!(f, "--id `{given}`: not a valid pattern ({why})"),
+            Problem::PartOf(ids) if ids.len() == 1 => write!(
+                f,
+                "--id `{given}` names no case (ids are matched exactly); did you mean {}?",
+                quoted(ids)
+            ),
             Problem::PartOf(ids) => write!(
                 f,
-                "--id `{given}` names no case (ids are matched exactly); `--id '*{given}*'` selects the {} case(s) containing it: {}",
+                "--id `{given}` names no case (ids are matched exactly); `--id '*{given}*'` selects the {} cases containing it: {}",
                 ids.len(),
                 quoted(ids)
             ),
@@ -235,6 +240,14 @@ mod tests {
             Problem::PartOf(vec!["APPL_OPEN_1".into(), "APPL_OPEN_12".into()])
         );
         assert_eq!(near_misses("HDLC_FRAME_P1", &all), Problem::Near(vec![]));
+        let u = UnmatchedId {
+            given: "REL_P".into(),
+            problem: near_misses("REL_P", &all),
+        };
+        assert_eq!(
+            u.to_string(),
+            "--id `REL_P` names no case (ids are matched exactly); did you mean `APPL_REL_P1`?"
+        );
         let u = UnmatchedId {
             given: "APPL_OPN_1".into(),
             problem: near_misses("APPL_OPN_1", &all),
