@@ -69,6 +69,19 @@ pub enum GetOutcome {
     Other(Box<Apdu>),
 }
 
+impl std::fmt::Display for GetOutcome {
+    /// In the standard's words: `data double-long-unsigned 7`, `refused:
+    /// read-write-denied`, `exception-response ...`, `unexpected AARE ...`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GetOutcome::Data(d) => write!(f, "data {d}"),
+            GetOutcome::Error(e) => write!(f, "refused: {}", e.name()),
+            GetOutcome::Exception(e) => write!(f, "{e}"),
+            GetOutcome::Other(a) => write!(f, "unexpected {a}"),
+        }
+    }
+}
+
 /// A client on a link.
 #[derive(Debug)]
 pub struct Client {

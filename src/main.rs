@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use idis_harness::client::{AssociateOutcome, Client, CounterStore, GetOutcome};
-use idis_harness::profile::{DeviceProfile, KNOWN_FEATURES};
+use idis_harness::client::CounterStore;
+use idis_harness::profile::DeviceProfile;
 use idis_harness::report::console::{ColorChoice, ConsoleOptions, ConsoleReporter};
 use idis_harness::report::junit::JunitReporter;
 use idis_harness::report::trace::TraceWriter;
@@ -17,18 +17,15 @@ use idis_harness::report::{Fanout, Reporter};
 use idis_harness::runner::case::TargetState;
 use idis_harness::runner::event::TargetInfo;
 use idis_harness::runner::{self, RunOptions, Selection, Target};
-use idis_harness::session::association::AssociationRequest;
 use idis_harness::sim::server::SimHandle;
-use idis_harness::sim::{Meter, MeterConfig, Quirk, Quirks};
-use idis_harness::suite::{self, LoadedSuite, ValidationContext, VarOverrides};
-use idis_harness::transport::link::LinkKind;
-use idis_harness::transport::open;
+use idis_harness::sim::{Meter, MeterConfig, Quirks};
+use idis_harness::suite::{self, VarOverrides};
 use idis_harness::transport::target::{Endpoint, TargetSpec};
-use idis_harness::wire::apdu::AttributeDescriptor;
-use idis_harness::wire::axdr::Data;
-use idis_harness::wire::obis::Obis;
 
-const USAGE_ERROR: u8 = 2;
+mod cli;
+
+use cli::USAGE_ERROR;
+use cli::out::Out;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -47,16 +44,16 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run suites against a target (default: every suite in suites/ against the built-in simulator).
+    /// Run suites against a target (default: every shipped suite against the built-in simulator).
     Run(Box<RunArgs>),
     /// List the cases of suites, with their tags.
-    List(ListArgs),
+    List(cli::list::ListArgs),
     /// Check suite files (and a device profile) without running them.
-    Validate(ValidateArgs),
+    Validate(cli::validate::ValidateArgs),
     /// Print the JSON schema of suite files (for editors).
     Schema,
     /// Associate with a meter, read attributes, print them decoded, release.
-    Read(ReadArgs),
+    Read(cli::read::ReadArgs),
     /// Serve the simulated IDIS meter (or a fleet of them) until stopped.
     Simulate(SimulateArgs),
 }
@@ -119,8 +116,9 @@ struct TargetArgs {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// Suite files or folders.
-    #[arg(default_value = "suites")]
+    /// Suite files, folders or shipped suite names (default: suites/ when it
+    /// exists here, else the suites built into the binary).
+    #[arg(value_name = "SUITES")]
     paths: Vec<PathBuf>,
     #[command(flatten)]
     target: TargetArgs,
@@ -136,8 +134,10 @@ struct RunArgs {
     /// A YAML file of suite variables.
     #[arg(long)]
     vars_file: Option<PathBuf>,
-    /// Run only cases whose id contains this text (repeatable).
-    #[arg(long = "id", short = 'k')]
+    /// Run only these cases (repeatable): an exact id, `APPL_OPEN_1` or
+    /// `association::APPL_OPEN_1`, or a glob pattern, `'APPL_OPEN_*'`
+    /// (`*` any text, `?` one character, `[...]` one of).
+    #[arg(long = "id", short = 'k', value_name = "ID")]
     ids: Vec<String>,
     /// Run only cases with this tag (repeatable).
     #[arg(long)]
@@ -168,36 +168,6 @@ struct RunArgs {
     state: Option<PathBuf>,
 }
 
-#[derive(Args, Debug)]
-struct ListArgs {
-    #[arg(default_value = "suites")]
-    paths: Vec<PathBuf>,
-    /// Only cases with this tag.
-    #[arg(long)]
-    tag: Vec<String>,
-}
-
-#[derive(Args, Debug)]
-struct ValidateArgs {
-    #[arg(default_value = "suites")]
-    paths: Vec<PathBuf>,
-    /// Also check this device profile.
-    #[arg(long, short = 'd')]
-    device: Option<PathBuf>,
-}
-
-#[derive(Args, Debug)]
-struct ReadArgs {
-    #[command(flatten)]
-    target: TargetArgs,
-    /// Client SAP (default 16, the public client).
-    #[arg(long, default_value_t = 16)]
-    client: u16,
-    /// What to read: LN:ATTR (class looked up in the object list), CLASS/LN/ATTR, or LN (attribute 2).
-    #[arg(required = true)]
-    objects: Vec<String>,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let color: ColorChoice = match cli.color.parse() {
@@ -219,50 +189,16 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run(a) => rt.block_on(cmd_run(*a, color)),
-        Command::List(a) => cmd_list(a),
-        Command::Validate(a) => cmd_validate(a),
+        Command::List(a) => cli::list::cmd_list(a),
+        Command::Validate(a) => cli::validate::cmd_validate(a),
         Command::Schema => {
-            println!("{}", suite::json_schema());
-            ExitCode::SUCCESS
+            let mut out = Out::new();
+            out.line(suite::json_schema());
+            cli::finish(out)
         }
-        Command::Read(a) => rt.block_on(cmd_read(a)),
+        Command::Read(a) => rt.block_on(cli::read::cmd_read(a)),
         Command::Simulate(a) => rt.block_on(cmd_simulate(a)),
     }
-}
-
-fn validation_context() -> ValidationContext {
-    ValidationContext {
-        known_features: KNOWN_FEATURES.iter().map(|s| s.to_string()).collect(),
-        known_quirks: Quirk::ALL.iter().map(|q| q.name().to_string()).collect(),
-        known_outcome_profiles: runner::outcome::variation_point_names(),
-    }
-}
-
-/// Loads suites; prints every error and returns `None` when there was one.
-fn load_suites(paths: &[PathBuf]) -> Option<Vec<LoadedSuite>> {
-    let (suites, errors) = suite::load_paths(paths, &validation_context());
-    for e in &errors {
-        eprintln!("{e}\n");
-    }
-    if !errors.is_empty() {
-        eprintln!(
-            "error: {} problem(s) in suite files; nothing was run",
-            errors.len()
-        );
-        return None;
-    }
-    if suites.is_empty() {
-        eprintln!(
-            "error: no suite files (*.yaml) under {}",
-            paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        return None;
-    }
-    Some(suites)
 }
 
 fn load_profile(path: &Option<PathBuf>) -> Result<DeviceProfile, String> {
@@ -344,7 +280,7 @@ fn build_targets(
 }
 
 async fn cmd_run(a: RunArgs, color: ColorChoice) -> ExitCode {
-    let Some(suites) = load_suites(&a.paths) else {
+    let Some(suites) = cli::suites::load_or_report(&a.paths, &cli::validation_context()) else {
         return ExitCode::from(USAGE_ERROR);
     };
     let mut overrides = VarOverrides::new();
@@ -380,6 +316,13 @@ async fn cmd_run(a: RunArgs, color: ColorChoice) -> ExitCode {
         tags: a.tag.clone(),
         skip_tags: a.skip_tag.clone(),
     };
+    let unmatched = selection.unmatched_ids(&suites);
+    if !unmatched.is_empty() {
+        for u in unmatched {
+            eprintln!("error: {u}");
+        }
+        return ExitCode::from(USAGE_ERROR);
+    }
     if runner::selected(&suites, &selection).is_empty() {
         eprintln!("error: no case matches the selection");
         return ExitCode::from(USAGE_ERROR);
@@ -389,6 +332,7 @@ async fn cmd_run(a: RunArgs, color: ColorChoice) -> ExitCode {
         color,
         verbose: a.verbose,
         progress: !a.no_progress,
+        fail_fast: a.fail_fast,
     })));
     reporters.push(Box::new(JunitReporter::new(
         a.junit.clone(),
@@ -478,344 +422,12 @@ async fn wait_for_signal() {
     }
 }
 
-fn cmd_list(a: ListArgs) -> ExitCode {
-    let Some(suites) = load_suites(&a.paths) else {
-        return ExitCode::from(USAGE_ERROR);
-    };
-    let sel = Selection {
-        tags: a.tag,
-        ..Default::default()
-    };
-    let mut n = 0;
-    for s in &suites {
-        let cases: Vec<_> = s
-            .suite
-            .cases
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| sel.selects(s, c))
-            .collect();
-        if cases.is_empty() {
-            continue;
-        }
-        println!(
-            "{}  {}  ({})",
-            s.suite.suite,
-            s.suite.title,
-            s.path.display()
-        );
-        for (ci, c) in cases {
-            n += 1;
-            let mut tags: Vec<&str> = s
-                .suite
-                .tags
-                .iter()
-                .chain(c.tags.iter())
-                .map(String::as_str)
-                .collect();
-            tags.dedup();
-            let req = runner::case_requires(s, ci);
-            print!("    {:<28} {}", c.id, c.title);
-            if !tags.is_empty() {
-                print!("  [{}]", tags.join(", "));
-            }
-            if !req.is_empty() {
-                print!("  requires: {}", req.join(", "));
-            }
-            println!();
-        }
-    }
-    println!("{n} case(s) in {} suite(s)", suites.len());
-    ExitCode::SUCCESS
-}
-
-fn cmd_validate(a: ValidateArgs) -> ExitCode {
-    let mut ok = true;
-    if let Some(p) = &a.device {
-        match DeviceProfile::load(p) {
-            Ok(d) => println!(
-                "device profile {}: ok ({} clients)",
-                p.display(),
-                d.clients.len()
-            ),
-            Err(e) => {
-                eprintln!("error: {e}");
-                ok = false;
-            }
-        }
-    }
-    let (suites, errors) = suite::load_paths(&a.paths, &validation_context());
-    for e in &errors {
-        eprintln!("{e}\n");
-    }
-    let cases: usize = suites.iter().map(|s| s.suite.cases.len()).sum();
-    if errors.is_empty() {
-        println!("{} suite(s), {cases} case(s): ok", suites.len());
-    } else {
-        eprintln!("{} problem(s) found", errors.len());
-        ok = false;
-    }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(USAGE_ERROR)
-    }
-}
-
-/// What `read` reads: a class (maybe to look up), a logical name and an attribute.
-fn parse_object(s: &str) -> Result<(Option<u16>, Obis, i8), String> {
-    let bad = || {
-        format!(
-            "`{s}`: write LN:ATTR (e.g. 0-0:42.0.0.255:2), CLASS/LN/ATTR (e.g. 1/0-0:42.0.0.255/2) or LN"
-        )
-    };
-    let parts: Vec<&str> = s.split('/').collect();
-    if parts.len() == 3 {
-        let class = parts[0].parse().map_err(|_| bad())?;
-        let obis = parts[1].parse().map_err(|_| bad())?;
-        let attr = parts[2].parse().map_err(|_| bad())?;
-        return Ok((Some(class), obis, attr));
-    }
-    if let Ok(obis) = s.parse::<Obis>() {
-        return Ok((None, obis, 2));
-    }
-    let (ln, attr) = s.rsplit_once(':').ok_or_else(bad)?;
-    Ok((
-        None,
-        ln.parse().map_err(|_| bad())?,
-        attr.parse().map_err(|_| bad())?,
-    ))
-}
-
-async fn cmd_read(a: ReadArgs) -> ExitCode {
-    let objects: Vec<_> = match a
-        .objects
-        .iter()
-        .map(|o| parse_object(o))
-        .collect::<Result<_, _>>()
-    {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(USAGE_ERROR);
-        }
-    };
-    let mut targets = match build_targets(&a.target, false, None) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(USAGE_ERROR);
-        }
-    };
-    if targets.len() != 1 {
-        eprintln!("error: read takes one target");
-        return ExitCode::from(USAGE_ERROR);
-    }
-    let t = targets.remove(0).state;
-    match read(&t, a.client, &objects).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-async fn read(
-    t: &TargetState,
-    sap: u16,
-    objects: &[(Option<u16>, Obis, i8)],
-) -> Result<(), String> {
-    let start = Instant::now();
-    let pc = t.profile.client(sap).cloned().ok_or_else(|| {
-        format!(
-            "client {sap} is not in the device profile `{}`",
-            t.profile.name
-        )
-    })?;
-    let kind = open::native_kind(&t.spec).unwrap_or(LinkKind::Wrapper);
-    let ciphered =
-        pc.protection.is_ciphered() || pc.mechanism == idis_harness::profile::Mechanism::HlsGmac;
-    // A ciphered client continues from the meter's counter object (read as the public client).
-    let ic = if ciphered {
-        let public = t
-            .profile
-            .client(16)
-            .cloned()
-            .ok_or("step 1 (counter sync): the profile has no public client (16)")?;
-        let mut c = connect(t, 16, kind, start, "step 1 (counter sync)").await?;
-        associate(
-            &mut c,
-            AssociationRequest::from_profile(&public, vec![], 0),
-            "step 1 (counter sync)",
-        )
-        .await?;
-        let v = match c
-            .get(AttributeDescriptor {
-                class_id: 1,
-                instance: pc.counter_object,
-                attribute_id: 2,
-            })
-            .await
-            .map_err(|e| format!("step 1 (counter sync): reading {}: {e}", pc.counter_object))?
-        {
-            GetOutcome::Data(d) => d
-                .as_integer()
-                .and_then(|i| u32::try_from(i).ok())
-                .unwrap_or(0),
-            other => {
-                return Err(format!(
-                    "step 1 (counter sync): reading {}: {other:?}",
-                    pc.counter_object
-                ));
-            }
-        };
-        let _ = c.release(false).await;
-        close(c).await;
-        println!(
-            "invocation counter of client {sap}: {v} (continuing at {})",
-            v + 1
-        );
-        v + 1
-    } else {
-        0
-    };
-    let mut c = connect(t, sap, kind, start, "step 2 (link)").await?;
-    let mut challenge = vec![0u8; 16];
-    let _ = getrandom::fill(&mut challenge);
-    associate(
-        &mut c,
-        AssociationRequest::from_profile(&pc, challenge, ic),
-        &format!(
-            "step 3 (associate as client {sap}, {})",
-            pc.mechanism.name()
-        ),
-    )
-    .await?;
-    let mut object_list: Option<Vec<Data>> = None;
-    let mut failed = 0;
-    for (class, obis, attr) in objects {
-        let class = match class {
-            Some(c) => *c,
-            None => {
-                if object_list.is_none() {
-                    let r = c
-                        .get(AttributeDescriptor {
-                            class_id: 15,
-                            instance: Obis::CURRENT_ASSOCIATION,
-                            attribute_id: 2,
-                        })
-                        .await
-                        .map_err(|e| format!("step 4 (object list): {e}"))?;
-                    object_list = match r {
-                        GetOutcome::Data(Data::Array(v)) => Some(v),
-                        other => {
-                            return Err(format!(
-                                "step 4 (object list, to find the class of {obis}): {other:?}; give CLASS/LN/ATTR instead"
-                            ));
-                        }
-                    };
-                }
-                find_class(object_list.as_deref().unwrap_or_default(), obis)
-                    .ok_or_else(|| format!("{obis} is not in the object list of client {sap}"))?
-            }
-        };
-        let r = c
-            .get(AttributeDescriptor {
-                class_id: class,
-                instance: *obis,
-                attribute_id: *attr,
-            })
-            .await
-            .map_err(|e| format!("step 5 (get {class}/{obis}/{attr}): {e}"))?;
-        match r {
-            GetOutcome::Data(d) => {
-                // Clock time and DST begin/end are date-times carried in an octet-string.
-                let when = match (&d, class, attr) {
-                    (Data::OctetString(v), 8, 2 | 5 | 6) => {
-                        <[u8; 12]>::try_from(v.as_slice()).ok().map(|dt| {
-                            format!(" ({})", idis_harness::wire::axdr::format_date_time(&dt))
-                        })
-                    }
-                    _ => None,
-                };
-                println!("{class}/{obis}/{attr}: {d}{}", when.unwrap_or_default())
-            }
-            GetOutcome::Error(e) => {
-                failed += 1;
-                println!("{class}/{obis}/{attr}: refused: {}", e.name())
-            }
-            GetOutcome::Exception(e) => {
-                failed += 1;
-                println!("{class}/{obis}/{attr}: exception-response {e:?}")
-            }
-            GetOutcome::Other(a) => {
-                failed += 1;
-                println!("{class}/{obis}/{attr}: unexpected {a}")
-            }
-        }
-    }
-    let _ = c
-        .release(c.assoc.as_ref().is_some_and(|a| a.ciphered()))
-        .await;
-    close(c).await;
-    if failed > 0 {
-        Err(format!("{failed} of {} read(s) refused", objects.len()))
-    } else {
-        Ok(())
-    }
-}
-
-fn find_class(list: &[Data], obis: &Obis) -> Option<u16> {
-    list.iter().find_map(|e| match e.items()? {
-        [Data::LongUnsigned(class), _, Data::OctetString(ln), ..] if ln.as_slice() == obis.0 => {
-            Some(*class)
-        }
-        _ => None,
-    })
-}
-
-async fn connect(
-    t: &TargetState,
-    sap: u16,
-    kind: LinkKind,
-    start: Instant,
-    step: &str,
-) -> Result<Client, String> {
-    let mut link = open::open(&t.spec, &t.profile, sap, Some(kind), t.sim.as_ref(), start)
-        .await
-        .map_err(|e| format!("{step}: {e}"))?;
-    if link.kind() == LinkKind::Hdlc {
-        link.connect()
-            .await
-            .map_err(|e| format!("{step}: HDLC connect: {e}"))?;
-    }
-    Ok(Client::new(link))
-}
-
-async fn associate(c: &mut Client, req: AssociationRequest, step: &str) -> Result<(), String> {
-    match c
-        .associate(req, false)
-        .await
-        .map_err(|e| format!("{step}: {e}"))?
-    {
-        AssociateOutcome::Associated => Ok(()),
-        AssociateOutcome::Refused(r) => Err(format!("{step}: refused: {r:?}")),
-    }
-}
-
-async fn close(mut c: Client) {
-    if c.link.kind() == LinkKind::Hdlc {
-        let _ = c.link.disconnect().await;
-    }
-    c.link.shutdown().await;
-}
-
 async fn cmd_simulate(a: SimulateArgs) -> ExitCode {
     use idis_harness::sim::standalone::{SimTransport, SimulatorOptions, list_quirks, run};
     if a.list_quirks {
-        print!("{}", list_quirks());
-        return ExitCode::SUCCESS;
+        let mut out = Out::new();
+        out.print(&list_quirks());
+        return cli::finish(out);
     }
     let transport: SimTransport = match a.transport.parse() {
         Ok(t) => t,

@@ -94,6 +94,9 @@ pub struct ConsoleOptions {
     /// Allow a progress bar on stderr (drawn only when stderr is a terminal
     /// and the run has more than [`PROGRESS_MIN_CASES`] cases).
     pub progress: bool,
+    /// The run stops after the first failure or error (`--fail-fast`): a run
+    /// that ends early after one says so instead of "interrupted".
+    pub fail_fast: bool,
 }
 
 impl Default for ConsoleOptions {
@@ -102,6 +105,7 @@ impl Default for ConsoleOptions {
             color: ColorChoice::Auto,
             verbose: false,
             progress: true,
+            fail_fast: false,
         }
     }
 }
@@ -121,6 +125,10 @@ pub struct ConsoleReporter<W: Write> {
     color: bool,
     verbose: bool,
     progress: bool,
+    fail_fast: bool,
+    /// The reader of the output went away (`run | head`): print nothing more,
+    /// and let the run finish and its reports be written.
+    closed: bool,
     bar: Option<ProgressBar>,
     multi_target: bool,
     problems: Vec<Problem>,
@@ -160,6 +168,8 @@ impl<W: Write> ConsoleReporter<W> {
             color: options.color.enabled(out_is_terminal),
             verbose: options.verbose,
             progress: options.progress,
+            fail_fast: options.fail_fast,
+            closed: false,
             bar: None,
             multi_target: false,
             problems: Vec::new(),
@@ -185,15 +195,26 @@ impl<W: Write> ConsoleReporter<W> {
 
     /// Writes `text` without garbling the progress bar: the bar is cleared
     /// while the text goes out and redrawn after.
+    /// A closed pipe ends the console output quietly.
     fn emit(&mut self, text: &str) -> io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
         let out = &mut self.out;
         let mut write = || {
             out.write_all(text.as_bytes())?;
             out.flush()
         };
-        match &self.bar {
+        let r = match &self.bar {
             Some(bar) => bar.suspend(write),
             None => write(),
+        };
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            other => other,
         }
     }
 
@@ -299,25 +320,40 @@ impl<W: Write> ConsoleReporter<W> {
             bar.finish_and_clear();
         }
         let mut s = String::from("------------\n");
+        let total = summary.total();
         let _ = writeln!(
             s,
-            "{} {} cases, {} passed, {} failed, {} errors, {} skipped in {:.3}s",
+            "{} {total} {}, {} passed, {} failed, {} {}, {} skipped in {:.3}s",
             self.paint(Style::new().bold(), "Summary:"),
-            summary.total(),
+            plural(total, "case", "cases"),
             summary.passed,
             summary.failed,
             summary.errors,
+            plural(summary.errors, "error", "errors"),
             summary.skipped,
             summary.duration.as_secs_f64()
         );
         if interrupted || summary.not_run > 0 {
-            let selected = summary.total() + summary.not_run;
-            let _ = writeln!(
-                s,
-                "{} run stopped early, {} of {selected} selected cases not run",
-                self.paint(AnsiColor::Yellow.on_default().bold(), "Interrupted:"),
-                summary.not_run
+            let selected = total + summary.not_run;
+            let not_run = format!(
+                "{} of {selected} selected {} not run",
+                summary.not_run,
+                plural(selected, "case", "cases")
             );
+            let yellow = AnsiColor::Yellow.on_default().bold();
+            if self.fail_fast && summary.failed + summary.errors > 0 {
+                let _ = writeln!(
+                    s,
+                    "{} after the first failure (--fail-fast), {not_run}",
+                    self.paint(yellow, "Stopped:")
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    "{} run stopped early, {not_run}",
+                    self.paint(yellow, "Interrupted:")
+                );
+            }
         }
         let problems = std::mem::take(&mut self.problems);
         for p in &problems {
@@ -353,13 +389,33 @@ impl<W: Write> ConsoleReporter<W> {
     }
 }
 
-/// The indented explanation under a FAIL/ERROR line: the one-line message,
-/// the full detail, the location if the detail lacks it, the checked clause.
+/// `one` for 1, `many` otherwise.
+fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 { one } else { many }
+}
+
+/// The lines of a diagnostic's detail that do not repeat its message: a
+/// rendered suite diagnostic starts with `error: <message>`.
+pub(crate) fn detail_lines<'a>(d: &Diagnostic, detail: &'a str) -> Vec<&'a str> {
+    let message = one_line(&d.message);
+    let mut lines: Vec<&str> = detail.trim_end().lines().collect();
+    if lines
+        .first()
+        .is_some_and(|l| l.trim().strip_prefix("error: ").unwrap_or(l.trim()) == message)
+    {
+        lines.remove(0);
+    }
+    lines
+}
+
+/// The indented explanation under a FAIL/ERROR line: the one-line message
+/// (once), the rest of the detail, the location if the detail lacks it, the
+/// checked clause unless the detail names it.
 fn diagnostic_block(case: &CaseInfo, d: &Diagnostic) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "    {}", one_line(&d.message));
     let detail = sanitize(&d.detail);
-    for line in detail.trim_end().lines() {
+    for line in detail_lines(d, &detail) {
         let _ = writeln!(s, "      {line}");
     }
     if let Some(loc) = &d.location {
@@ -368,8 +424,9 @@ fn diagnostic_block(case: &CaseInfo, d: &Diagnostic) -> String {
             let _ = writeln!(s, "      at {}", sanitize(&loc));
         }
     }
-    if !case.checks.is_empty() {
-        let _ = writeln!(s, "      checks: {}", one_line(&case.checks));
+    let checks = one_line(&case.checks);
+    if !checks.is_empty() && !detail.contains(&format!("checks: {checks}")) {
+        let _ = writeln!(s, "      checks: {checks}");
     }
     s
 }
@@ -424,6 +481,7 @@ mod tests {
             color,
             verbose,
             progress: true,
+            fail_fast: false,
         };
         let mut r = ConsoleReporter::new(Vec::new(), opts);
         for e in events {
@@ -453,7 +511,7 @@ SKIP  [  0.000s] clock CLOCK_3 @ sim  Daylight saving deviation
     reason: profile declares no DST support
 PASS  [  0.040s] replay-rejection SYMSEC_0_FraCount_1 @ tcp://127.0.0.1:4059  An exact replay is rejected
 ------------
-Summary: 6 cases, 3 passed, 1 failed, 1 errors, 1 skipped in 2.345s
+Summary: 6 cases, 3 passed, 1 failed, 1 error, 1 skipped in 2.345s
     FAIL replay-rejection SYMSEC_0_FraCount_1 @ sim at suites/replay.yaml:40:9
     ERROR clock CLOCK_2 @ sim at suites/clock.yaml:20:3
 ";
@@ -468,7 +526,7 @@ Summary: 6 cases, 3 passed, 1 failed, 1 errors, 1 skipped in 2.345s
 Running 4 cases against sim (wrapper over in-memory link)
 PASS  [  0.005s] clock CLOCK_1  Clock time is readable
 ------------
-Summary: 1 cases, 1 passed, 0 failed, 0 errors, 0 skipped in 1.500s
+Summary: 1 case, 1 passed, 0 failed, 0 errors, 0 skipped in 1.500s
 Interrupted: run stopped early, 3 of 4 selected cases not run
     STOPPED replay-rejection SYMSEC_0_FraCount_1 (was running) at suites/replay.yaml:30:3
 ";
@@ -540,6 +598,121 @@ Interrupted: run stopped early, 3 of 4 selected cases not run
         assert!(!ColorChoice::Never.enabled_with_env(true, env(&[("CLICOLOR_FORCE", "1")])));
         assert_eq!("never".parse::<ColorChoice>(), Ok(ColorChoice::Never));
         assert!("sometimes".parse::<ColorChoice>().is_err());
+    }
+
+    /// A case that failed the way the runner reports it: the detail is the
+    /// rendered suite diagnostic, which starts with `error: <message>` and
+    /// ends with the checked clause.
+    fn failed_case() -> (CaseInfo, Verdict) {
+        let case = fixtures::case(
+            "replay-rejection",
+            "SYMSEC_0_FraCount_1",
+            "Replay",
+            "sim",
+            30,
+        );
+        let message = "step 3 (replay): expected exception-response invocation-counter-error, got data unsigned 3";
+        let d = Diagnostic {
+            message: message.into(),
+            detail: format!(
+                "error: {message}\n  --> suites/replay.yaml:40:9\n   |\n40 |         expect: invocation-counter-error\n   |         ^^^^^^ not met\n   = note: checks: IDIS P2 SYMSEC_0_FraCount_1"
+            ),
+            location: None,
+        };
+        (case, Verdict::Failed(d))
+    }
+
+    #[test]
+    fn a_failure_says_its_message_and_clause_once() {
+        let (case, verdict) = failed_case();
+        let mut r = ConsoleReporter::new(Vec::new(), ConsoleOptions::default());
+        let text = r.case_finished(&case, &verdict, Duration::from_millis(3), &[]);
+        assert_eq!(
+            text.matches("expected exception-response").count(),
+            1,
+            "{text}"
+        );
+        assert_eq!(text.matches("checks: IDIS P2").count(), 1, "{text}");
+        assert!(
+            text.contains("      --> suites/replay.yaml:40:9\n"),
+            "{text}"
+        );
+    }
+
+    fn stopped_run(fail_fast: bool) -> String {
+        let (case, verdict) = failed_case();
+        let opts = ConsoleOptions {
+            color: ColorChoice::Never,
+            fail_fast,
+            ..ConsoleOptions::default()
+        };
+        let mut r = ConsoleReporter::new(Vec::new(), opts);
+        let events = [
+            Event::RunStarted {
+                started: fixtures::t0(),
+                targets: vec![fixtures::sim()],
+                cases: 3,
+                harness_version: "0.1.0".into(),
+            },
+            Event::CaseStarted { case: case.clone() },
+            Event::CaseFinished {
+                case,
+                verdict,
+                duration: Duration::from_millis(3),
+                traffic: vec![],
+            },
+            Event::RunFinished {
+                summary: Summary {
+                    failed: 1,
+                    not_run: 2,
+                    duration: Duration::from_millis(5),
+                    ..Summary::default()
+                },
+                interrupted: true,
+            },
+        ];
+        for e in &events {
+            r.on_event(e).unwrap();
+        }
+        String::from_utf8(r.into_inner()).unwrap()
+    }
+
+    #[test]
+    fn fail_fast_says_it_stopped_after_the_first_failure() {
+        let text = stopped_run(true);
+        assert!(
+            text.contains("Summary: 1 case, 0 passed, 1 failed, 0 errors, 0 skipped"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "Stopped: after the first failure (--fail-fast), 2 of 3 selected cases not run\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("Interrupted"), "{text}");
+        // Without --fail-fast the same end is an interruption (Ctrl-C).
+        assert!(stopped_run(false).contains("Interrupted: run stopped early, 2 of 3"));
+    }
+
+    /// A reader that has gone away.
+    struct ClosedPipe;
+    impl Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        }
+    }
+
+    #[test]
+    fn a_closed_pipe_ends_the_output_quietly() {
+        let mut r = ConsoleReporter::new(ClosedPipe, ConsoleOptions::default());
+        for e in fixtures::full_run() {
+            r.on_event(&e).unwrap();
+        }
+        assert!(r.closed);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 pub mod console;
 pub mod junit;
 pub mod trace;
+pub mod values;
 
 #[cfg(test)]
 pub(crate) mod fixtures;
@@ -132,6 +133,37 @@ pub fn one_line(text: &str) -> String {
     out
 }
 
+/// Rust `Debug` text in output meant for people, which should speak the
+/// domain's words instead: an enum variant wrapping a template or a struct
+/// (`OctetString(Lit("00"))`, `Exception(ExceptionResponse { .. })`), a
+/// struct (`ExceptionResponse { state_error: 1 }`), an `Option`/`Result`
+/// (`Some(3)`), a tuple variant holding a quoted string (`Hdlc("x")`) or a
+/// number (`Enum(3)`, `LongUnsigned(8)`).
+/// Returns each hit with a little context; the tests run every output
+/// through it.
+pub fn rust_debug_text(text: &str) -> Vec<String> {
+    static SHAPES: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r#"[A-Z][a-zA-Z]+\((Lit|Var|[A-Z][a-zA-Z]+ \{)|\b[A-Z][a-z]+[A-Z][a-zA-Z]* \{ |\b(Some|Ok|Err)\(|\b[A-Z][a-zA-Z]+\("|\b[A-Z][a-z]+(?:[A-Z][a-z]*)*\(-?\d"#,
+        )
+        .expect("the Debug shapes are a valid regex")
+    });
+    SHAPES
+        .find_iter(text)
+        .map(|m| {
+            let mut from = m.start().saturating_sub(40);
+            while !text.is_char_boundary(from) {
+                from -= 1;
+            }
+            let mut to = (m.end() + 40).min(text.len());
+            while !text.is_char_boundary(to) {
+                to += 1;
+            }
+            text.get(from..to).unwrap_or_default().to_owned()
+        })
+        .collect()
+}
+
 /// Appends `text` to `out` but keeps `out` at most `cap` bytes of content,
 /// counting what was dropped in `dropped`. Cuts on a character boundary.
 pub(crate) fn push_capped(out: &mut String, text: &str, cap: usize, dropped: &mut usize) {
@@ -190,6 +222,67 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn rust_debug_text_is_found() {
+        for debug in [
+            "expected value OctetString(Lit(\"00002B0000FF\"))",
+            "got Exception(ExceptionResponse { state_error: 1, service_error: 6 })",
+            "ExceptionResponse { state_error: 1 }",
+            "counter Some(3)",
+            "link: Hdlc(\"unexpected\")",
+            "expected value Enum(3)",
+            "got LongUnsigned(8)",
+        ] {
+            assert!(!rust_debug_text(debug).is_empty(), "{debug}");
+        }
+        for words in [
+            "expected value octet-string 00002B0000FF, got data structure{long-unsigned 8}",
+            "exception-response service-not-allowed(1) invocation-counter-error(6)",
+            "AARE accepted, user diagnostic null(0), InitiateResponse v6 conformance 401E1D",
+            "C001C1000100002B0100FF0200",
+        ] {
+            assert_eq!(rust_debug_text(words), Vec::<String>::new(), "{words}");
+        }
+    }
+
+    #[test]
+    fn golden_outputs_have_no_rust_debug_text() {
+        let events: Vec<Event> = fixtures::full_run()
+            .into_iter()
+            .chain(fixtures::interrupted_run())
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut console = ConsoleReporter::new(
+            Vec::new(),
+            ConsoleOptions {
+                verbose: true,
+                ..ConsoleOptions::default()
+            },
+        );
+        let mut junit = JunitReporter::new(dir.path().join("junit.xml"), "golden");
+        let mut traces = TraceWriter::new(dir.path().join("traces"));
+        for e in &events {
+            console.on_event(e).unwrap();
+            junit.on_event(e).unwrap();
+            traces.on_event(e).unwrap();
+        }
+        let mut texts = vec![String::from_utf8(console.into_inner()).unwrap()];
+        texts.push(
+            std::fs::read_to_string(dir.path().join("junit.xml"))
+                .unwrap()
+                .replace("&quot;", "\""),
+        );
+        for suite in std::fs::read_dir(dir.path().join("traces")).unwrap() {
+            for f in std::fs::read_dir(suite.unwrap().path()).unwrap() {
+                texts.push(std::fs::read_to_string(f.unwrap().path()).unwrap());
+            }
+        }
+        assert!(texts.len() > 3);
+        for t in texts {
+            assert_eq!(rust_debug_text(&t), Vec::<String>::new());
+        }
+    }
 
     #[test]
     fn sanitize_removes_whole_ansi_sequences() {

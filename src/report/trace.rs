@@ -128,8 +128,13 @@ fn render(
             if let Some(loc) = &d.location {
                 let _ = writeln!(s, "At:       {}", one_line(&loc.to_string()));
             }
-            s.push_str("Detail:\n");
-            for line in sanitize(&d.detail).trim_end().lines() {
+            // The detail without its first line when that repeats the message.
+            let detail = sanitize(&d.detail);
+            let lines = super::console::detail_lines(d, &detail);
+            if !lines.is_empty() {
+                s.push_str("Detail:\n");
+            }
+            for line in lines {
                 let _ = writeln!(s, "  {line}");
             }
         }

@@ -473,7 +473,10 @@ impl<'a> CaseRun<'a> {
         })
     }
 
+    /// A remark, stamped now and placed after the traffic so far (the links'
+    /// records are collected first, so a note never precedes what it follows).
     fn note(&mut self, text: impl Into<String>) {
+        self.collect_traffic();
         self.traffic.push(TrafficRecord {
             at: self.start.elapsed(),
             direction: Direction::Note,
@@ -674,7 +677,7 @@ impl<'a> CaseRun<'a> {
             match c.associate(req, false).await.map_err(|e| e.to_string())? {
                 AssociateOutcome::Associated => {}
                 AssociateOutcome::Refused(r) => {
-                    return Err(format!("public association refused: {r:?}"));
+                    return Err(format!("public association refused: {r}"));
                 }
             }
             let r = c
@@ -691,7 +694,7 @@ impl<'a> CaseRun<'a> {
                     .as_integer()
                     .and_then(|i| u32::try_from(i).ok())
                     .ok_or_else(|| format!("counter object {obis} holds {d}, not a counter")),
-                other => Err(format!("reading counter object {obis}: {other:?}")),
+                other => Err(format!("reading counter object {obis}: {other}")),
             }
         }
         .await;
@@ -882,6 +885,9 @@ impl<'a> CaseRun<'a> {
         self.close_all().await;
         self.save_counters();
         self.collect_traffic();
+        // In time order across links and notes (a stable sort: records of the
+        // same instant keep the order they were recorded in).
+        self.traffic.sort_by_key(|r| r.at);
         CaseOutcome {
             verdict,
             traffic: self.traffic,
@@ -1035,7 +1041,8 @@ impl<'a> CaseRun<'a> {
                     .join(" or ");
                 Err(StepError::Fail {
                     message: format!("expected {want}, got {observed}"),
-                    label: format!("got {observed}"),
+                    // The headline already says what came; the caret only points.
+                    label: "not met".into(),
                 })
             }
         }

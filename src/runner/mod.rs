@@ -12,6 +12,7 @@ pub mod data;
 pub mod event;
 pub mod monitor;
 pub mod outcome;
+pub mod selection;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,31 +24,7 @@ use crate::suite::{LoadedSuite, VarOverrides};
 use crate::transport::link::LinkKind;
 use case::{CaseRun, TargetState};
 use event::{CaseInfo, Event, SourceLocation, Summary, TargetInfo, Verdict};
-
-/// Which cases to run.
-#[derive(Debug, Clone, Default)]
-pub struct Selection {
-    /// Case id substrings; empty = all.
-    pub ids: Vec<String>,
-    /// Run only cases carrying one of these tags (empty = no restriction).
-    pub tags: Vec<String>,
-    /// Do not run cases carrying one of these tags.
-    pub skip_tags: Vec<String>,
-}
-
-impl Selection {
-    pub fn selects(&self, suite: &LoadedSuite, case: &crate::suite::model::Case) -> bool {
-        let tags: Vec<&String> = suite.suite.tags.iter().chain(case.tags.iter()).collect();
-        let id_ok = self.ids.is_empty()
-            || self.ids.iter().any(|s| {
-                case.id.contains(s.as_str())
-                    || format!("{}::{}", suite.suite.suite, case.id).contains(s.as_str())
-            });
-        let tag_ok = self.tags.is_empty() || self.tags.iter().any(|t| tags.contains(&t));
-        let skip = self.skip_tags.iter().any(|t| tags.contains(&t));
-        id_ok && tag_ok && !skip
-    }
-}
+pub use selection::Selection;
 
 /// How to run.
 #[derive(Debug, Clone)]

@@ -180,8 +180,59 @@ pub fn describe_outcome(o: &Outcome) -> String {
     }
 }
 
-fn describe_spec(v: &DataSpec) -> String {
-    format!("{v:?}")
+/// A value spec in the words `Data` is shown in (`octet-string 00002B0000FF`,
+/// `structure{long-unsigned 8, any}`), so "expected" and "got" read alike.
+pub fn describe_spec(v: &DataSpec) -> String {
+    use crate::suite::model::Tpl;
+    use DataSpec as S;
+    let hex = |h: &str| -> String {
+        h.chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+            .to_uppercase()
+    };
+    let items = |name: &str, v: &[DataSpec]| {
+        format!(
+            "{name}{{{}}}",
+            v.iter().map(describe_spec).collect::<Vec<_>>().join(", ")
+        )
+    };
+    match v {
+        S::Null => "null-data".into(),
+        S::Boolean(b) => format!("boolean {b}"),
+        S::Integer(n) => format!("integer {n}"),
+        S::Long(n) => format!("long {n}"),
+        S::DoubleLong(n) => format!("double-long {n}"),
+        S::Long64(n) => format!("long64 {n}"),
+        S::Unsigned(n) => format!("unsigned {n}"),
+        S::LongUnsigned(n) => format!("long-unsigned {n}"),
+        S::DoubleLongUnsigned(n) => format!("double-long-unsigned {n}"),
+        S::Long64Unsigned(n) => format!("long64-unsigned {n}"),
+        S::Enum(n) => format!("enum {n}"),
+        S::Float32(n) => format!("float32 {n}"),
+        S::Float64(n) => format!("float64 {n}"),
+        S::OctetString(Tpl::Lit(h)) => format!("octet-string {}", hex(h)),
+        S::OctetString(Tpl::Var(t)) => format!("octet-string {t}"),
+        S::OctetStringText(t) => format!("octet-string \"{t}\""),
+        S::VisibleString(t) => format!("visible-string \"{t}\""),
+        S::Utf8String(t) => format!("utf8-string \"{t}\""),
+        S::BitString(b) => format!("bit-string {b}"),
+        S::DateTime(h) => {
+            let h = hex(h);
+            match hex::decode(&h)
+                .ok()
+                .and_then(|b| <[u8; 12]>::try_from(b).ok())
+            {
+                Some(b) => format!("date-time {}", crate::wire::axdr::format_date_time(&b)),
+                None => format!("date-time {h}"),
+            }
+        }
+        S::Date(h) => format!("date {}", hex(h)),
+        S::Time(h) => format!("time {}", hex(h)),
+        S::Array(v) => items("array", v),
+        S::Structure(v) => items("structure", v),
+        S::Any => "any".into(),
+    }
 }
 
 /// A variation point: outcomes where meters legitimately differ.
@@ -431,6 +482,18 @@ fn type_matches(spec: &str, d: &Data) -> bool {
     let Ok((name, len)) = vocab::parse_type_spec(spec) else {
         return false;
     };
+    // COSEM carries date-times, dates and times in octet-strings too (the
+    // clock's `time` is an octet-string(12), Blue Book class 8): a valid one
+    // matches the type.
+    let carried = match name {
+        "date-time" => d.date_time().is_some(),
+        "date" => d.date().is_some(),
+        "time" => d.time().is_some(),
+        _ => false,
+    };
+    if carried {
+        return true;
+    }
     if d.type_name() != name {
         return false;
     }
@@ -531,6 +594,39 @@ mod tests {
             &Observed::Action(ActionResult::Success, None),
             false
         ));
+    }
+
+    #[test]
+    fn a_clock_octet_string_has_the_type_date_time() {
+        let clock = Observed::Data(Data::OctetString(
+            hex::decode("07EA0C040512063400000000").unwrap(),
+        ));
+        let dt = Outcome::Type("date-time".into());
+        assert!(m(&dt, &clock, false));
+        assert!(m(&Outcome::Type("octet-string(12)".into()), &clock, false));
+        let not_a_time = Observed::Data(Data::OctetString(vec![0; 12]));
+        assert!(!m(&dt, &not_a_time, false));
+        assert!(m(&dt, &Observed::Data(Data::DateTime([0xFF; 12])), false));
+        assert!(!m(&dt, &Observed::Data(Data::LongUnsigned(8)), false));
+    }
+
+    #[test]
+    fn expected_values_are_described_in_cosem_words() {
+        use crate::suite::model::Tpl;
+        let v = DataSpec::Structure(vec![
+            DataSpec::LongUnsigned(8),
+            DataSpec::OctetString(Tpl::Lit("00 00 2b 00 00 ff".into())),
+            DataSpec::OctetString(Tpl::Var("${ldn}".into())),
+            DataSpec::Any,
+        ]);
+        assert_eq!(
+            describe_outcome(&Outcome::Value(v)),
+            "value structure{long-unsigned 8, octet-string 00002B0000FF, octet-string ${ldn}, any}"
+        );
+        assert_eq!(
+            describe_spec(&DataSpec::DateTime("07EA0C040512063400000000".into())),
+            "date-time 2026-12-04 18:06:52.00 dev 0 status 0x00"
+        );
     }
 
     #[test]

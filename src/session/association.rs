@@ -228,6 +228,34 @@ pub enum Refusal {
     Pass3Refused(ActionResult),
 }
 
+impl std::fmt::Display for Refusal {
+    /// In the standard's words, e.g. `AARE rejected-permanent, user diagnostic
+    /// authentication-failure(13)` or `HLS pass 3 refused: read-write-denied`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Rejected {
+                result,
+                diagnostic,
+                initiate_error,
+            } => {
+                match *result {
+                    1 => write!(f, "AARE rejected-permanent")?,
+                    2 => write!(f, "AARE rejected-transient")?,
+                    r => write!(f, "AARE result {r}")?,
+                }
+                write!(f, ", {diagnostic}")?;
+                if let Some(e) = initiate_error {
+                    write!(f, ", {e}")?;
+                }
+                Ok(())
+            }
+            Refusal::InitiateError(e) => write!(f, "AARE accepted but carrying {e}"),
+            Refusal::Exception(e) => write!(f, "{e}"),
+            Refusal::Pass3Refused(r) => write!(f, "HLS pass 3 refused: {}", r.name()),
+        }
+    }
+}
+
 /// What an AARE led to.
 #[derive(Debug)]
 pub enum AareOutcome {
@@ -322,7 +350,7 @@ impl ExpectAare {
         }
         if aare.diagnostic != AcseDiagnostic::User(14) {
             return Err(SessionError::BadAare(format!(
-                "HLS-GMAC needs diagnostic authentication-required (14), got {:?}",
+                "HLS-GMAC needs diagnostic authentication-required (14), got {}",
                 aare.diagnostic
             )));
         }

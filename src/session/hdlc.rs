@@ -111,6 +111,17 @@ enum ClientState {
     Disconnecting,
 }
 
+impl std::fmt::Display for ClientState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClientState::Disconnected => "disconnected",
+            ClientState::Connecting => "connecting (SNRM sent)",
+            ClientState::Connected => "connected",
+            ClientState::Disconnecting => "disconnecting (DISC sent)",
+        })
+    }
+}
+
 /// The client (primary station) side of an HDLC link.
 #[derive(Debug)]
 pub struct HdlcClient {
@@ -467,7 +478,7 @@ impl HdlcClient {
             }
             (state, control) => {
                 self.events.push_back(ClientEvent::Violation(format!(
-                    "unexpected {control} while {state:?}"
+                    "unexpected {control} while {state}"
                 )));
             }
         }

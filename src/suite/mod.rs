@@ -78,10 +78,12 @@
 //! limited to 1 MiB and to a bounded number of YAML nodes, aliases and nesting levels
 //! (see [`loader`]), so a YAML bomb is an error, not an out-of-memory.
 
+pub mod builtin;
 pub mod diag;
 pub mod loader;
 pub mod model;
 mod model_de;
+pub mod profile_check;
 pub mod roles;
 pub mod schema;
 mod spans;

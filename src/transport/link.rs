@@ -619,7 +619,7 @@ impl Link {
             Ok(ClientEvent::Timeout(_)) | Err(LinkError::Timeout(_)) => {
                 Err(self.silence_error(timeout))
             }
-            Ok(other) => Err(LinkError::Hdlc(format!("unexpected {other:?}"))),
+            Ok(other) => Err(LinkError::Hdlc(format!("unexpected {other}"))),
             Err(e) => Err(e),
         }
     }
@@ -652,7 +652,7 @@ impl Link {
             Ok(ClientEvent::Timeout(_)) | Err(LinkError::Timeout(_)) => {
                 Err(self.silence_error(timeout))
             }
-            Ok(other) => Err(LinkError::Hdlc(format!("unexpected {other:?} to DISC"))),
+            Ok(other) => Err(LinkError::Hdlc(format!("unexpected {other} to DISC"))),
             Err(e) => Err(e),
         }
     }

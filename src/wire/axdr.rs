@@ -646,17 +646,135 @@ impl fmt::Display for Data {
             }
             OctetString(v) | VisibleString(v) | Utf8String(v) => {
                 write!(f, "{name} ")?;
-                write_bytes_text(f, v)
+                write_bytes_text(f, v)?;
+                // COSEM date-times travel as octet-string(12) (class 8 `time`).
+                match self.date_time() {
+                    Some(dt) => write!(f, " (date-time {})", format_date_time(&dt)),
+                    None => Ok(()),
+                }
             }
             CompactArray(c) => write!(f, "{name} {}", hex::encode_upper(&c.contents)),
             Float32(v) => write!(f, "{name} {v}"),
             Float64(v) => write!(f, "{name} {v}"),
             DateTime(v) => write!(f, "{name} {}", format_date_time(v)),
-            Date(v) => write!(f, "{name} {}", hex::encode_upper(v)),
-            Time(v) => write!(f, "{name} {}", hex::encode_upper(v)),
+            Date(v) => write!(f, "{name} {}", format_date(v)),
+            Time(v) => write!(f, "{name} {}", format_time(v)),
             other => write!(f, "{name} {}", other.as_integer().unwrap_or_default()),
         }
     }
+}
+
+impl Data {
+    /// The date-time this value carries: a `date-time`, or an octet-string of
+    /// 12 bytes that is a valid COSEM date-time (Blue Book 4.1.6.1; the clock's
+    /// `time` attribute, class 8, is one).
+    pub fn date_time(&self) -> Option<[u8; 12]> {
+        let v: [u8; 12] = match self {
+            Data::DateTime(v) => *v,
+            Data::OctetString(v) => <[u8; 12]>::try_from(v.as_slice()).ok()?,
+            _ => return None,
+        };
+        is_date_time(&v).then_some(v)
+    }
+
+    /// The date this value carries: a `date`, or a valid octet-string(5).
+    pub fn date(&self) -> Option<[u8; 5]> {
+        let v: [u8; 5] = match self {
+            Data::Date(v) => *v,
+            Data::OctetString(v) => <[u8; 5]>::try_from(v.as_slice()).ok()?,
+            _ => return None,
+        };
+        is_date(&v).then_some(v)
+    }
+
+    /// The time this value carries: a `time`, or a valid octet-string(4).
+    pub fn time(&self) -> Option<[u8; 4]> {
+        let v: [u8; 4] = match self {
+            Data::Time(v) => *v,
+            Data::OctetString(v) => <[u8; 4]>::try_from(v.as_slice()).ok()?,
+            _ => return None,
+        };
+        is_time(&v).then_some(v)
+    }
+}
+
+/// Whether 5 bytes are a valid COSEM date (Blue Book 4.1.6.1): year (any),
+/// month 1-12, day 1-31, day of week 1-7, each also 0xFF "not specified";
+/// month 0xFD/0xFE (daylight saving end/begin) and day 0xFD/0xFE (second
+/// last / last day of month) allowed.
+pub fn is_date(v: &[u8; 5]) -> bool {
+    matches!(v[2], 1..=12 | 0xFD..=0xFF)
+        && matches!(v[3], 1..=31 | 0xFD..=0xFF)
+        && matches!(v[4], 1..=7 | 0xFF)
+}
+
+/// Whether 4 bytes are a valid COSEM time: hour 0-23, minute 0-59, second
+/// 0-59, hundredths 0-99, each also 0xFF "not specified".
+pub fn is_time(v: &[u8; 4]) -> bool {
+    matches!(v[0], 0..=23 | 0xFF)
+        && matches!(v[1], 0..=59 | 0xFF)
+        && matches!(v[2], 0..=59 | 0xFF)
+        && matches!(v[3], 0..=99 | 0xFF)
+}
+
+/// Whether 12 bytes are a valid COSEM date-time: a date, a time, a deviation
+/// of -720..=720 minutes or 0x8000 "not specified", and a clock status.
+pub fn is_date_time(v: &[u8; 12]) -> bool {
+    let dev = i16::from_be_bytes([v[9], v[10]]);
+    is_date(&[v[0], v[1], v[2], v[3], v[4]])
+        && is_time(&[v[5], v[6], v[7], v[8]])
+        && (dev == i16::MIN || (-720..=720).contains(&dev))
+}
+
+/// A date or time field: two digits, `**` for 0xFF "not specified".
+fn date_field(b: u8) -> String {
+    match b {
+        0xFF => "**".into(),
+        _ => format!("{b:02}"),
+    }
+}
+
+/// A month, with its special values (Blue Book 4.1.6.1) by name.
+fn month_field(b: u8) -> String {
+    match b {
+        0xFE => "dst-begin".into(),
+        0xFD => "dst-end".into(),
+        _ => date_field(b),
+    }
+}
+
+/// A day of the month, with its special values by name.
+fn day_field(b: u8) -> String {
+    match b {
+        0xFE => "last".into(),
+        0xFD => "second-last".into(),
+        _ => date_field(b),
+    }
+}
+
+/// Renders a COSEM date (Blue Book 4.1.6.1) as `YYYY-MM-DD`, `*` for "not
+/// specified" fields; an invalid date as its hex.
+pub fn format_date(v: &[u8; 5]) -> String {
+    if !is_date(v) {
+        return hex::encode_upper(v);
+    }
+    let year = u16::from_be_bytes([v[0], v[1]]);
+    let year = if year == 0xFFFF {
+        "****".to_string()
+    } else {
+        format!("{year:04}")
+    };
+    format!("{year}-{}-{}", month_field(v[2]), day_field(v[3]))
+}
+
+/// Renders a COSEM time as `hh:mm:ss.cc`, `*` for "not specified" fields;
+/// an invalid time as its hex.
+pub fn format_time(v: &[u8; 4]) -> String {
+    if !is_time(v) {
+        return hex::encode_upper(v);
+    }
+    let f = date_field;
+    format!("{}:{}:{}.{}", f(v[0]), f(v[1]), f(v[2]), f(v[3]))
 }
 
 /// Renders a COSEM date-time (Blue Book 4.1.6.1) as `YYYY-MM-DD hh:mm:ss.cc dev±m status`,
@@ -697,6 +815,54 @@ pub fn format_date_time(v: &[u8; 12]) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_clock_octet_string_is_shown_as_a_date_time() {
+        // 2026-12-04 (Friday) 18:06:52.00, deviation 0, status 0: the simulator's clock.
+        let clock = Data::OctetString(hex::decode("07EA0C040512063400000000").unwrap());
+        assert_eq!(
+            clock.to_string(),
+            "octet-string 07EA0C040512063400000000 (date-time 2026-12-04 18:06:52.00 dev 0 status 0x00)"
+        );
+        assert!(clock.date_time().is_some());
+        // Not specified fields and deviation are allowed.
+        let wild = hex::decode("FFFFFFFFFFFFFFFFFF800000").unwrap();
+        assert!(is_date_time(
+            &<[u8; 12]>::try_from(wild.as_slice()).unwrap()
+        ));
+        // Twelve bytes that are no date-time: month 0, or a deviation of 1000 minutes.
+        for bad in [
+            "07EA00040512063400000000",
+            "07EA0C04051206340003E800",
+            "000000000000000000000000",
+        ] {
+            let d = Data::OctetString(hex::decode(bad).unwrap());
+            assert!(d.date_time().is_none(), "{bad}");
+            assert!(!d.to_string().contains("date-time"), "{bad}");
+        }
+        assert!(Data::OctetString(vec![0; 11]).date_time().is_none());
+        assert!(
+            Data::OctetString(hex::decode("07EA0C0405").unwrap())
+                .date()
+                .is_some()
+        );
+        assert!(
+            Data::OctetString(hex::decode("12063400").unwrap())
+                .time()
+                .is_some()
+        );
+        assert!(
+            Data::OctetString(hex::decode("18063400").unwrap())
+                .time()
+                .is_none()
+        );
+        assert_eq!(
+            Data::Date([0x07, 0xEA, 0xFE, 0xFE, 0xFF]).to_string(),
+            "date 2026-dst-begin-last"
+        );
+        assert_eq!(Data::Time([2, 30, 0, 0xFF]).to_string(), "time 02:30:00.**");
+        assert_eq!(Data::Time([24, 0, 0, 0]).to_string(), "time 18000000");
+    }
 
     #[test]
     fn length_encoding_matches_the_standard_forms() {
