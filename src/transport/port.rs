@@ -18,7 +18,10 @@
 //! then it waits for a new sign-on at 300 baud. The port signs on when it was
 //! just opened, after a DISC was sent, and after the profile's inactivity
 //! timeout without traffic; the link also signs on again, once, when an SNRM
-//! goes unanswered (the meter may have timed out on its own).
+//! goes unanswered (the meter may have timed out on its own). A sign-on that
+//! gets no identification may meet a meter still in an HDLC session nobody
+//! ended (a run that was killed): the port then sends SNRM and DISC at the
+//! target's rate and signs on again.
 //!
 //! Ports are found by name in the registry of ports this process has open, so
 //! every link to `/dev/ttyUSB0`, whoever opens it, goes through the one owner;
