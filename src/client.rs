@@ -35,6 +35,23 @@ pub enum ClientError {
     Protocol(String),
 }
 
+/// Something the device did wrong that does not decide the step it happened
+/// in: a run-wide monitor judges it (see `runner::monitor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnomalyKind {
+    /// A protected request was answered in clear.
+    UnprotectedResponse,
+    /// A response carried another invoke-id than its request.
+    InvokeIdMismatch,
+}
+
+/// An anomaly and what it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anomaly {
+    pub kind: AnomalyKind,
+    pub text: String,
+}
+
 /// What an association attempt led to.
 #[derive(Debug)]
 pub enum AssociateOutcome {
@@ -62,6 +79,8 @@ pub struct Client {
     /// The next invocation counter of the last association that ended, so a
     /// caller keeping counters sees what the release consumed.
     pub ended_next_ic: Option<u32>,
+    /// Anomalies seen and not yet taken by the caller.
+    pub anomalies: Vec<Anomaly>,
 }
 
 impl Client {
@@ -71,6 +90,7 @@ impl Client {
             assoc: None,
             last_protected: None,
             ended_next_ic: None,
+            anomalies: Vec::new(),
         }
     }
 
@@ -97,23 +117,30 @@ impl Client {
         }
         let reply = self.link.request(&wire).await?;
         let r = self.receive(&reply)?;
-        // A protected request gets a protected response (an exception-response may come in clear).
+        // A protected request gets a protected response (an exception-response
+        // may come in clear). Noted, not fatal: the caller's monitors judge it once per run.
         if ciphered && r.protection.is_none() && !matches!(r.apdu, Apdu::ExceptionResponse(_)) {
-            return Err(ClientError::Protocol(format!(
-                "the response to a protected request is not protected: {}",
-                r.apdu
-            )));
+            self.anomalies.push(Anomaly {
+                kind: AnomalyKind::UnprotectedResponse,
+                text: format!(
+                    "the response to a protected request is not protected: {}",
+                    r.apdu
+                ),
+            });
         }
         // The response carries the request's invoke-id.
         let sent = Apdu::decode(plain).ok().and_then(|a| a.invoke_id());
         if let (Some(sent), Some(got)) = (sent, r.apdu.invoke_id())
             && sent & 0x0F != got & 0x0F
         {
-            return Err(ClientError::Protocol(format!(
-                "the response has invoke-id {} but the request had {}",
-                got & 0x0F,
-                sent & 0x0F
-            )));
+            self.anomalies.push(Anomaly {
+                kind: AnomalyKind::InvokeIdMismatch,
+                text: format!(
+                    "the response has invoke-id {} but the request had {}",
+                    got & 0x0F,
+                    sent & 0x0F
+                ),
+            });
         }
         Ok(r)
     }
@@ -150,8 +177,13 @@ impl Client {
                     self.assoc = Some(next.abandon());
                     return Ok(AssociateOutcome::Associated);
                 }
+                self.note_plain(Direction::Sent, next.plain_request());
                 let reply = self.link.request(&request).await?;
-                match next.handle(&reply) {
+                let (plain_reply, outcome) = next.handle_traced(&reply);
+                if let Some(plain) = plain_reply {
+                    self.note_plain(Direction::Received, &plain);
+                }
+                match outcome {
                     Ok(HlsOutcome::Associated(a)) => {
                         self.assoc = Some(a);
                         Ok(AssociateOutcome::Associated)

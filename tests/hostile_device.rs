@@ -193,7 +193,7 @@ async fn wrapper_garbage_is_named_and_the_stream_stays_out_of_step() {
         .await;
         let mut client = Client::new(link(format!("tcp://{addr}")).await);
         let e = associate(&mut client).await.unwrap_err();
-        assert_error(&e, "wrapper version is 4660, expected 1");
+        assert_error(&e, "wrapper version is 0x1234, expected 0x0001");
         // The wrapper has no delimiter: the rest of the stream cannot be trusted,
         // and the next read says so at once instead of parsing from mid-frame.
         let e = timed(client.link.recv_apdu(TIMEOUT)).await.unwrap_err();
@@ -313,7 +313,7 @@ async fn wrapper_endless_garbage() {
         .await;
         let mut client = Client::new(link(format!("tcp://{addr}")).await);
         let e = associate(&mut client).await.unwrap_err();
-        assert_error(&e, "wrapper version is 21845");
+        assert_error(&e, "wrapper version is 0x5555");
     })
     .await;
 }

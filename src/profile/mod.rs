@@ -10,7 +10,8 @@
 //! 4D4D4D0000000001; server logical address 1, physical address 17 on HDLC.
 //! Clients 2 (HLS-GMAC, policy starting at 0), 3 (LLS, password 12345678) and
 //! 4 (HLS-GMAC, spare for cases that use up a key) match the built-in
-//! simulator's extra clients.
+//! simulator's extra clients; 2 and 4 have keys of their own
+//! ([`Key::example_for_client`]).
 //!
 //! Keys come from hex in the profile, an environment variable, or an entry of a
 //! key file, and never appear in errors, logs or reports.
@@ -224,6 +225,9 @@ impl ClientProfile {
             roles: vec!["policy-test".into()],
             security_setup: Obis::new(0, 0, 43, 0, 2, 255),
             counter_object: Obis::new(0, 0, 43, 1, 2, 255),
+            encryption_key: Some(Key::example_for_client(2).0),
+            authentication_key: Some(Key::example_for_client(2).1),
+            broadcast_key: Some(Key::example_for_client(2).0),
             ..ClientProfile::management()
         }
     }
@@ -237,6 +241,9 @@ impl ClientProfile {
             roles: vec!["spare".into()],
             security_setup: Obis::new(0, 0, 43, 0, 4, 255),
             counter_object: Obis::new(0, 0, 43, 1, 4, 255),
+            encryption_key: Some(Key::example_for_client(4).0),
+            authentication_key: Some(Key::example_for_client(4).1),
+            broadcast_key: Some(Key::example_for_client(4).0),
             ..ClientProfile::management()
         }
     }
@@ -339,6 +346,17 @@ pub struct DeviceProfile {
     pub counters_after_key_change: CounterPolicy,
     /// Where client invocation counters are kept between runs.
     pub state_file: Option<PathBuf>,
+    /// How to restart (power-cycle) the device, for cases with a `restart` step.
+    pub restart: Option<RestartSettings>,
+}
+
+/// How to restart a real device: a shell command (a programmable power
+/// supply, a relay), its time limit, and how long the device takes to come back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartSettings {
+    pub command: String,
+    pub timeout: Duration,
+    pub wait: Duration,
 }
 
 /// Features the built-in simulator has; the default profile declares all of them.
@@ -360,6 +378,7 @@ pub const KNOWN_FEATURES: &[&str] = &[
     "counter-objects",
     "idis-p2",
     "counter-wrap",
+    "restart",
 ];
 
 /// Known features a profile has only when it says so: they change the device
@@ -394,6 +413,7 @@ impl Default for DeviceProfile {
             accepted_outcomes: BTreeMap::new(),
             counters_after_key_change: CounterPolicy::Either,
             state_file: None,
+            restart: None,
         }
     }
 }
@@ -662,6 +682,18 @@ struct RawProfile {
     counters_after_key_change: Option<CounterPolicy>,
     #[serde(default)]
     state_file: Option<PathBuf>,
+    #[serde(default)]
+    restart: Option<RawRestart>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRestart {
+    command: String,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    wait: Option<String>,
 }
 
 struct KeyResolver<'a> {
@@ -891,6 +923,14 @@ impl RawProfile {
                 .counters_after_key_change
                 .unwrap_or(d.counters_after_key_change),
             state_file: self.state_file,
+            restart: match self.restart {
+                None => None,
+                Some(r) => Some(RestartSettings {
+                    command: r.command,
+                    timeout: duration(&r.timeout, "restart.timeout", Duration::from_secs(60))?,
+                    wait: duration(&r.wait, "restart.wait", Duration::from_secs(10))?,
+                }),
+            },
         })
     }
 }

@@ -16,6 +16,7 @@ use crate::session::association::{AssociationRequest, Refusal, SessionError};
 use crate::sim::server::SimHandle;
 use crate::suite::diag::Diagnostic;
 use crate::suite::model::{self as m, Case, Expect, Outcome, Step};
+use crate::suite::roles::client_sap;
 use crate::suite::vocab::{self, CounterSpec};
 use crate::suite::{LoadedSuite, resolve};
 use crate::transport::link::{Link, LinkError, LinkKind, Reply, describe_apdu};
@@ -42,8 +43,8 @@ pub struct TargetState {
     pub strict: bool,
     /// Next invocation counter per client SAP, once known.
     pub counters: BTreeMap<u16, u32>,
-    /// The lowest counter acceptable from the meter per client, across associations.
-    pub server_guards: BTreeMap<u16, crate::security::ReplayGuard>,
+    /// What the monitors have seen of this target so far in the run.
+    pub monitors: crate::runner::monitor::Monitors,
     /// Counters kept between runs.
     pub store: crate::client::CounterStore,
     /// How the device is named in the counter store.
@@ -72,7 +73,7 @@ impl TargetState {
             sim,
             strict,
             counters: BTreeMap::new(),
-            server_guards: BTreeMap::new(),
+            monitors: crate::runner::monitor::Monitors::new(),
             store,
             device_id,
             port: None,
@@ -98,6 +99,74 @@ impl TargetState {
     }
 }
 
+/// The variables every case has from the device profile (see
+/// [`crate::suite::vars::PROFILE_VARS`]); `server_system_title` only when the
+/// profile declares it (otherwise the case learns it from the AARE).
+fn profile_vars(t: &TargetState, sap: u16) -> Vec<(&'static str, String)> {
+    use crate::wire::hdlc::Address;
+    let profile = &t.profile;
+    let mut out = Vec::new();
+    if let Some(c) = profile.client(sap) {
+        out.push(("client_system_title", c.system_title.to_string()));
+        out.push(("security_setup_ln", hex::encode_upper(c.security_setup.0)));
+    }
+    let hex_of = |a: Address| {
+        let mut v = Vec::new();
+        a.encode(&mut v);
+        hex::encode_upper(v)
+    };
+    let server = open::settings(&t.spec, profile, sap).server_address;
+    let upper = server.upper();
+    let lower = server.lower().unwrap_or(profile.hdlc.server_physical);
+    let (other_form, unknown) = match server {
+        Address::One(u) => (
+            Address::server(upper, lower),
+            Address::One(u.wrapping_add(1) & 0x7F),
+        ),
+        Address::Two { .. } | Address::Four { .. } => (
+            Address::One(upper.min(0x7F) as u8),
+            match server {
+                Address::Four { .. } => Address::Four {
+                    upper,
+                    lower: lower.wrapping_add(1) & 0x3FFF,
+                },
+                _ => Address::Two {
+                    upper: upper as u8,
+                    lower: (lower.wrapping_add(1) & 0x7F) as u8,
+                },
+            },
+        ),
+    };
+    out.push(("hdlc_server_address", hex_of(server)));
+    out.push(("hdlc_server_address_other_form", hex_of(other_form)));
+    out.push(("hdlc_server_address_unknown", hex_of(unknown)));
+    let client = (sap.min(0x7F)) as u8;
+    out.push(("hdlc_client_address", hex_of(Address::One(client))));
+    out.push((
+        "hdlc_client_address_two_bytes",
+        hex_of(Address::Two {
+            upper: client,
+            lower: client,
+        }),
+    ));
+    if let Some(t) = profile.server_system_title {
+        out.push(("server_system_title", t.to_string()));
+    }
+    if let Some(o) = profile.object("probe", None) {
+        let req = Apdu::GetRequest(crate::wire::apdu::GetRequest::Normal {
+            invoke_id: 0xC1,
+            attribute: AttributeDescriptor {
+                class_id: o.class_id,
+                instance: o.obis,
+                attribute_id: 2,
+            },
+            access: None,
+        });
+        out.push(("probe_get", hex::encode_upper(req.encode())));
+    }
+    out
+}
+
 /// Why a step did not pass.
 #[derive(Debug)]
 enum StepError {
@@ -105,6 +174,9 @@ enum StepError {
     Fail { message: String, label: String },
     /// The harness could not decide: an ERROR.
     Harness(String),
+    /// A step that establishes a precondition (`given:`) did not hold: the
+    /// case is inconclusive (an ERROR), whatever the device did.
+    Precondition(String),
 }
 
 type StepResult = Result<(), StepError>;
@@ -159,9 +231,23 @@ pub fn step_label(step: &Step) -> String {
                 .unwrap_or_default()
         ),
         Step::Release(_) => "release".into(),
-        Step::Get(g) => format!("get {}/{}/{}", g.class, tpl_text(&g.obis), g.attr),
-        Step::Set(s) => format!("set {}/{}/{}", s.class, tpl_text(&s.obis), s.attr),
-        Step::Action(a) => format!("action {}/{}/{}", a.class, tpl_text(&a.obis), a.method),
+        Step::Get(g) => format!(
+            "get {}/{}",
+            object_label(&g.object, &g.of, g.class, &g.obis),
+            g.attr
+        ),
+        Step::Set(s) => format!(
+            "set {}/{}",
+            object_label(&s.object, &s.of, s.class, &s.obis),
+            s.attr
+        ),
+        Step::Action(a) => format!(
+            "action {}/{}",
+            object_label(&a.object, &a.of, a.class, &a.obis),
+            a.method
+        ),
+        Step::Given(inner) => format!("given {}", step_label(inner)),
+        Step::Restart(_) => "restart".into(),
         Step::Send(s) => {
             let what = if s.apdu.is_some() {
                 "apdu"
@@ -186,6 +272,24 @@ pub fn step_label(step: &Step) -> String {
     }
 }
 
+/// `clock`, `security-setup of the spare client`, or `8/0-0:1.0.0.255`.
+fn object_label(
+    object: &Option<String>,
+    of: &Option<m::Tpl<m::ClientName>>,
+    class: Option<u16>,
+    obis: &Option<m::Tpl<String>>,
+) -> String {
+    match (object, of) {
+        (Some(o), Some(who)) => format!("{o} of {}", tpl_text(who)),
+        (Some(o), None) => o.clone(),
+        (None, _) => format!(
+            "{}/{}",
+            class.map(|c| c.to_string()).unwrap_or_default(),
+            obis.as_ref().map(tpl_text).unwrap_or_default()
+        ),
+    }
+}
+
 fn tpl_text<T: std::fmt::Display>(t: &m::Tpl<T>) -> String {
     match t {
         m::Tpl::Lit(v) => v.to_string(),
@@ -207,7 +311,8 @@ fn step_expect(step: &Step) -> Option<&Expect> {
         Step::KeyTransfer(s) => s.expect.as_ref(),
         Step::SecurityActivate(s) => s.expect.as_ref(),
         Step::Listen(s) => s.expect.as_ref(),
-        Step::ReadCounter(_) | Step::Check(_) | Step::Wait(_) => None,
+        Step::Given(inner) => step_expect(inner),
+        Step::ReadCounter(_) | Step::Check(_) | Step::Wait(_) | Step::Restart(_) => None,
     }
 }
 
@@ -268,6 +373,9 @@ fn observed_from_apdu(apdu: &Apdu) -> Observed {
             counter: e.invocation_counter,
         },
         Apdu::Rlre(_) => Observed::Released,
+        // A confirmed-service-error of the initiate service (Gurux answers a
+        // GET without an association this way).
+        Apdu::ConfirmedServiceError(e) if e.service == 1 => Observed::InitiateError(e.value),
         Apdu::Aare(a) if a.result != 0 => Observed::Rejected {
             result: a.result,
             diagnostic: a.diagnostic,
@@ -286,15 +394,20 @@ impl<'a> CaseRun<'a> {
         kind: LinkKind,
     ) -> Result<Self, String> {
         let case = &suite.suite.cases[case_index];
-        let default_client = match &case.client {
+        let name = match &case.client {
             Some(c) => c.resolve(&vars)?,
             None => match vars.get("client") {
                 Some(v) => v
-                    .parse()
-                    .map_err(|_| format!("suite variable `client` = `{v}` is not a client SAP"))?,
-                None => 1,
+                    .parse::<m::ClientName>()
+                    .map_err(|e| format!("suite variable `client`: {e}"))?,
+                None => m::ClientName::Role("management".into()),
             },
         };
+        let default_client = client_sap(&t.profile, &name)?;
+        let mut vars = vars;
+        for (name, value) in profile_vars(t, default_client) {
+            vars.insert(name.into(), value);
+        }
         Ok(CaseRun {
             t,
             suite,
@@ -310,6 +423,45 @@ impl<'a> CaseRun<'a> {
             last_initiate_ic: BTreeMap::new(),
             in_teardown: false,
         })
+    }
+
+    /// The SAP of a client named in a step (a role or a number, or a variable holding one).
+    fn sap_of(&self, t: &m::Tpl<m::ClientName>) -> Result<u16, StepError> {
+        let name = t.resolve(&self.vars).map_err(StepError::Harness)?;
+        client_sap(&self.t.profile, &name).map_err(StepError::Harness)
+    }
+
+    /// The class and logical name of a step's object: by role (mapped by the
+    /// device profile; a client object of `of`, default the case's client), or as written.
+    fn object_of(
+        &self,
+        object: &Option<String>,
+        of: &Option<m::Tpl<m::ClientName>>,
+        class: Option<u16>,
+        obis: &Option<m::Tpl<String>>,
+    ) -> Result<(u16, Obis), StepError> {
+        if let Some(role) = object {
+            let sap = match of {
+                Some(t) => self.sap_of(t)?,
+                None => self.default_client,
+            };
+            let owner = self.t.profile.client(sap);
+            return self
+                .t
+                .profile
+                .object(role, owner)
+                .map(|o| (o.class_id, o.obis))
+                .ok_or_else(|| {
+                    StepError::Harness(format!(
+                        "the device profile `{}` maps no object to the role `{role}`",
+                        self.t.profile.name
+                    ))
+                });
+        }
+        match (class, obis) {
+            (Some(c), Some(o)) => Ok((c, self.obis(o)?)),
+            _ => harness("the step names neither an `object` role nor `class` and `obis`"),
+        }
     }
 
     fn profile_client(&self, sap: u16) -> Result<ClientProfile, StepError> {
@@ -331,11 +483,27 @@ impl<'a> CaseRun<'a> {
         });
     }
 
-    /// Moves the links' traffic into the case's record, in time order.
+    /// Moves the links' traffic into the case's record, in time order, and
+    /// shows it (with the clients' anomalies) to the run's monitors.
     fn collect_traffic(&mut self) -> usize {
         let before = self.traffic.len();
-        for c in self.clients.values_mut() {
-            self.traffic.extend(c.link.trace.take());
+        for (sap, c) in self.clients.iter_mut() {
+            let records = c.link.trace.take();
+            let key = self
+                .t
+                .profile
+                .client(*sap)
+                .and_then(|p| p.encryption_key.as_ref())
+                .map(|k| k.identity());
+            for r in &records {
+                self.t
+                    .monitors
+                    .record(&self.case.id, *sap, key.as_deref(), r);
+            }
+            for a in c.anomalies.drain(..) {
+                self.t.monitors.anomaly(&self.case.id, &a);
+            }
+            self.traffic.extend(records);
         }
         self.traffic[before..].sort_by_key(|r| r.at);
         before
@@ -539,7 +707,10 @@ impl<'a> CaseRun<'a> {
         result
     }
 
-    /// A protocol violation the link saw during a step fails the step.
+    /// A protocol violation the link saw during a step fails the step of a
+    /// case about the link (tagged `link`); in any other case it goes to the
+    /// run's link monitor (and the case's traffic), which fails once for it
+    /// rather than every case whose exchange it happened in.
     fn check_violations(&mut self) -> StepResult {
         let mut all = Vec::new();
         for c in self.clients.values_mut() {
@@ -548,26 +719,32 @@ impl<'a> CaseRun<'a> {
         if all.is_empty() {
             return Ok(());
         }
-        Err(StepError::Fail {
-            message: format!("the device broke the link protocol: {}", all.join("; ")),
-            label: all.first().cloned().unwrap_or_default(),
-        })
+        let about_the_link = self
+            .suite
+            .suite
+            .tags
+            .iter()
+            .chain(&self.case.tags)
+            .any(|t| t == "link");
+        if about_the_link {
+            return Err(StepError::Fail {
+                message: format!("the device broke the link protocol: {}", all.join("; ")),
+                label: all.first().cloned().unwrap_or_default(),
+            });
+        }
+        for v in all {
+            self.t.monitors.link_violation(&self.case.id, &v);
+            self.note(format!(
+                "link protocol violation, judged by {}: {v}",
+                crate::runner::monitor::LINK.id
+            ));
+        }
+        Ok(())
     }
 
     /// Keeps the counter book in step with the open associations.
     fn sync_counters(&mut self) {
         for (sap, c) in &self.clients {
-            if let Some(ctx) = c.assoc.as_ref().and_then(|a| a.cipher.as_ref()) {
-                let g = self.t.server_guards.entry(*sap).or_default();
-                let newer = match (ctx.peer_guard.lowest_acceptable(), g.lowest_acceptable()) {
-                    (None, _) => true,
-                    (Some(_), None) => false,
-                    (Some(a), Some(b)) => a > b,
-                };
-                if newer {
-                    *g = ctx.peer_guard.clone();
-                }
-            }
             let live = c
                 .assoc
                 .as_ref()
@@ -613,6 +790,7 @@ impl<'a> CaseRun<'a> {
                 break;
             }
             let label = step_label(&step.value);
+            let from = self.traffic.len();
             let mut cancel_rx = cancel.clone();
             let r = tokio::select! {
                 r = tokio::time::timeout_at(deadline, self.step(&step.value)) => r.unwrap_or_else(|_| Err(StepError::Harness(format!("the case timed out after {}", humantime::format_duration(case_timeout))))),
@@ -620,7 +798,7 @@ impl<'a> CaseRun<'a> {
             };
             self.sync_counters();
             let r = r.and_then(|()| self.check_violations());
-            let from = self.collect_traffic();
+            self.collect_traffic();
             let ok = r.is_ok();
             on_step(i, label.clone(), ok, self.traffic[from..].to_vec());
             match r {
@@ -644,6 +822,17 @@ impl<'a> CaseRun<'a> {
                         Verdict::Error(self.diag(i, false, &label, &message, None, String::new()));
                     break;
                 }
+                Err(StepError::Precondition(message)) => {
+                    verdict = Verdict::Error(self.diag(
+                        i,
+                        false,
+                        &label,
+                        &format!("precondition failed: {message}"),
+                        None,
+                        String::new(),
+                    ));
+                    break;
+                }
             }
         }
         // The teardown always runs, with its own time budget.
@@ -651,11 +840,12 @@ impl<'a> CaseRun<'a> {
         let teardown = &self.case.teardown;
         for (i, step) in teardown.iter().enumerate() {
             let label = step_label(&step.value);
+            let from = self.traffic.len();
             let r = tokio::time::timeout(Duration::from_secs(20), self.step(&step.value))
                 .await
                 .unwrap_or_else(|_| Err(StepError::Harness("teardown step timed out".into())));
             self.sync_counters();
-            let from = self.collect_traffic();
+            self.collect_traffic();
             on_step(
                 steps.len() + i,
                 format!("teardown {label}"),
@@ -665,7 +855,7 @@ impl<'a> CaseRun<'a> {
             if let Err(e) = r {
                 let (msg, caret, fail) = match e {
                     StepError::Fail { message, label } => (message, Some(label), true),
-                    StepError::Harness(m) => (m, None, false),
+                    StepError::Harness(m) | StepError::Precondition(m) => (m, None, false),
                 };
                 let d = self.diag(
                     i,
@@ -707,6 +897,56 @@ impl<'a> CaseRun<'a> {
             c.link.shutdown().await;
             self.traffic.extend(c.link.trace.take());
         }
+    }
+
+    /// A power cycle of the meter: links closed, then the simulator restarted,
+    /// or the device profile's restart command run, then the wait.
+    async fn restart(&mut self, r: &m::RestartStep) -> StepResult {
+        self.collect_traffic();
+        self.close_all().await;
+        let wait = match &r.wait {
+            Some(w) => parse_duration(w)?,
+            None => self
+                .t
+                .profile
+                .restart
+                .as_ref()
+                .map_or(Duration::ZERO, |x| x.wait),
+        };
+        if let Some(sim) = &self.t.sim {
+            sim.meter.restart();
+            self.note("the simulated meter restarted (from its memory)");
+        } else if let Some(rs) = self.t.profile.restart.clone() {
+            let run = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(&rs.command)
+                .kill_on_drop(true)
+                .output();
+            let out = match tokio::time::timeout(rs.timeout, run).await {
+                Err(_) => {
+                    return harness(format!(
+                        "the restart command did not end within {}",
+                        humantime::format_duration(rs.timeout)
+                    ));
+                }
+                Ok(Err(e)) => return harness(format!("cannot run the restart command: {e}")),
+                Ok(Ok(o)) => o,
+            };
+            if !out.status.success() {
+                return harness(format!(
+                    "the restart command failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            self.note("the device profile's restart command ran");
+        } else {
+            return harness(
+                "the device profile gives no restart command (restart: {command: ...})",
+            );
+        }
+        tokio::time::sleep(wait).await;
+        Ok(())
     }
 
     fn diag(
@@ -841,9 +1081,15 @@ impl<'a> CaseRun<'a> {
                 Ok(())
             }
             Step::Check(c) => self.check(c),
+            Step::Restart(r) => self.restart(r).await,
+            Step::Given(inner) => match Box::pin(self.step(inner)).await {
+                Ok(()) => Ok(()),
+                Err(StepError::Fail { message, .. } | StepError::Harness(message))
+                | Err(StepError::Precondition(message)) => Err(StepError::Precondition(message)),
+            },
             Step::Connect(s) => {
                 let sap = match &s.client {
-                    Some(t) => t.resolve(&self.vars).map_err(StepError::Harness)?,
+                    Some(t) => self.sap_of(t)?,
                     None => self.default_client,
                 };
                 // A connect step opens a fresh link; for HDLC, with the proposed parameters.
@@ -973,9 +1219,10 @@ impl<'a> CaseRun<'a> {
                 self.judge(step, &observed, &success, next)
             }
             Step::Get(g) => {
+                let (class_id, instance) = self.object_of(&g.object, &g.of, g.class, &g.obis)?;
                 let attr = AttributeDescriptor {
-                    class_id: g.class,
-                    instance: self.obis(&g.obis)?,
+                    class_id,
+                    instance,
                     attribute_id: g.attr,
                 };
                 let observed = if g.unprotected || g.security.is_some() {
@@ -1008,9 +1255,10 @@ impl<'a> CaseRun<'a> {
                 self.judge(step, &observed, &success, next)
             }
             Step::Set(s) => {
+                let (class_id, instance) = self.object_of(&s.object, &s.of, s.class, &s.obis)?;
                 let attr = AttributeDescriptor {
-                    class_id: s.class,
-                    instance: self.obis(&s.obis)?,
+                    class_id,
+                    instance,
                     attribute_id: s.attr,
                 };
                 let value = to_data(&s.value, &self.vars).map_err(StepError::Harness)?;
@@ -1035,9 +1283,10 @@ impl<'a> CaseRun<'a> {
                 self.judge(step, &observed, &success, next)
             }
             Step::Action(a) => {
+                let (class_id, instance) = self.object_of(&a.object, &a.of, a.class, &a.obis)?;
                 let method = MethodDescriptor {
-                    class_id: a.class,
-                    instance: self.obis(&a.obis)?,
+                    class_id,
+                    instance,
                     method_id: a.method,
                 };
                 let params = a
@@ -1105,7 +1354,7 @@ impl<'a> CaseRun<'a> {
             }
             Step::ReadCounter(r) => {
                 let sap = match &r.client {
-                    Some(t) => t.resolve(&self.vars).map_err(StepError::Harness)?,
+                    Some(t) => self.sap_of(t)?,
                     None => self.default_client,
                 };
                 let obis = self.profile_client(sap)?.counter_object;
@@ -1255,7 +1504,7 @@ impl<'a> CaseRun<'a> {
 
     async fn associate(&mut self, step: &Step, a: &m::AssociateStep) -> StepResult {
         let sap = match &a.client {
-            Some(t) => t.resolve(&self.vars).map_err(StepError::Harness)?,
+            Some(t) => self.sap_of(t)?,
             None => self.default_client,
         };
         let pc = self.profile_client(sap)?;
@@ -1378,7 +1627,8 @@ impl<'a> CaseRun<'a> {
                 });
             }
         }
-        req.server_guard = self.t.server_guards.get(&sap).cloned();
+        // The meter's counters are judged over the whole run by the nonce monitor.
+        req.check_server_counter = false;
         if req.protection.is_ciphered() && req.initiate_counter.is_none() {
             self.last_initiate_ic.insert(sap, ic);
         }
@@ -1437,7 +1687,39 @@ impl<'a> CaseRun<'a> {
             (Observed::Silence | Observed::Disconnect, true) => {
                 harness(format!("association of client {sap}: {observed}"))
             }
-            _ => self.judge(step, &observed, &[Outcome::Success], None),
+            _ => {
+                self.judge(step, &observed, &[Outcome::Success], None)?;
+                self.check_server_title(sap)
+            }
+        }
+    }
+
+    /// The server system title of an association (the AARE's responding AP
+    /// title) is the one the device profile declares; when the profile declares
+    /// none, it becomes the case's `${server_system_title}`.
+    fn check_server_title(&mut self, sap: u16) -> StepResult {
+        let Some(seen) = self
+            .clients
+            .get(&sap)
+            .and_then(|c| c.assoc.as_ref())
+            .and_then(|a| a.server_title)
+        else {
+            return Ok(());
+        };
+        match self.t.profile.server_system_title {
+            Some(declared) if declared != seen => Err(StepError::Fail {
+                message: format!(
+                    "the AARE's responding AP title is {seen}; the device profile declares the server system title {declared}"
+                ),
+                label: format!("server system title {seen}"),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                self.vars
+                    .entry("server_system_title".into())
+                    .or_insert_with(|| seen.to_string());
+                Ok(())
+            }
         }
     }
 
@@ -1675,11 +1957,11 @@ impl<'a> CaseRun<'a> {
             segmented: h.segmented.unwrap_or(false),
             length: h.length,
             dest: match &h.dest {
-                Some(d) => parse_hex(d, "hdlc.dest")?,
+                Some(d) => parse_hex(&d.resolve(&vars).map_err(StepError::Harness)?, "hdlc.dest")?,
                 None => dest,
             },
             src: match &h.src {
-                Some(d) => parse_hex(d, "hdlc.src")?,
+                Some(d) => parse_hex(&d.resolve(&vars).map_err(StepError::Harness)?, "hdlc.src")?,
                 None => src,
             },
             control,
@@ -1689,6 +1971,10 @@ impl<'a> CaseRun<'a> {
             omit_hcs: false,
         };
         let mut bytes = raw.encode();
+        let prefix = match &h.prefix {
+            Some(p) => parse_hex(p, "hdlc.prefix")?,
+            None => vec![],
+        };
         // Checksums are patched on the encoded bytes, in wire order.
         let has_info = !raw.info.is_empty();
         let end = bytes.len() - usize::from(raw.closing_flag);
@@ -1720,6 +2006,9 @@ impl<'a> CaseRun<'a> {
         }
         if let Some(fcs) = &h.fcs {
             patch(&mut bytes, end.saturating_sub(2), fcs, "hdlc.fcs")?;
+        }
+        if !prefix.is_empty() {
+            bytes.splice(0..0, prefix);
         }
         // A correct hand-made I-frame moves the link's send sequence on.
         if kind == "i"
@@ -1838,6 +2127,8 @@ impl<'a> CaseRun<'a> {
 
     /// Uses new keys from now on: in the profile (later associations) and in the open association.
     fn adopt_keys(&mut self, sap: u16, keys: &[(u8, Key)]) {
+        // What came under the old keys is judged as such by the monitors.
+        self.collect_traffic();
         let reset_guard = self.t.profile.counters_after_key_change != CounterPolicy::Continue;
         if let Some(pc) = self.t.profile.client_mut(sap) {
             for (id, k) in keys {
@@ -1865,7 +2156,6 @@ impl<'a> CaseRun<'a> {
             }
             if reset_guard && keys.iter().any(|(id, _)| matches!(id, 0 | 2)) {
                 ctx.peer_guard = crate::security::ReplayGuard::new();
-                self.t.server_guards.remove(&sap);
             }
         }
         self.note(format!("client {sap} now uses the transferred key(s)"));

@@ -10,6 +10,7 @@
 pub mod case;
 pub mod data;
 pub mod event;
+pub mod monitor;
 pub mod outcome;
 
 use std::collections::BTreeMap;
@@ -123,8 +124,15 @@ pub fn case_requires(suite: &LoadedSuite, ci: usize) -> Vec<String> {
     suite.suite.requires.iter().chain(own).cloned().collect()
 }
 
-/// The link a case runs on against this target, or why it is skipped.
-fn plan_case(t: &TargetState, suite: &LoadedSuite, ci: usize) -> Result<LinkKind, String> {
+/// The link a case runs on against this target, or why it is skipped: a
+/// feature the profile does not declare, a role it does not map, or a link
+/// the target does not give.
+fn plan_case(
+    t: &TargetState,
+    suite: &LoadedSuite,
+    ci: usize,
+    vars: &BTreeMap<String, String>,
+) -> Result<LinkKind, String> {
     let requires = case_requires(suite, ci);
     let missing: Vec<String> = requires
         .iter()
@@ -136,6 +144,21 @@ fn plan_case(t: &TargetState, suite: &LoadedSuite, ci: usize) -> Result<LinkKind
             "the device profile `{}` does not declare {}",
             t.profile.name,
             missing.join(", ")
+        ));
+    }
+    if requires.iter().any(|r| r == "restart") && t.sim.is_none() && t.profile.restart.is_none() {
+        return Err(format!(
+            "the device profile `{}` gives no restart command (restart: {{command: ...}})",
+            t.profile.name
+        ));
+    }
+    let needed = crate::suite::roles::needed_roles(&suite.suite.cases[ci], vars);
+    let unmapped = crate::suite::roles::unmapped(&needed, &t.profile);
+    if !unmapped.is_empty() {
+        return Err(format!(
+            "the device profile `{}` cannot run it: {}",
+            t.profile.name,
+            unmapped.join("; ")
         ));
     }
     t.link_kind_for(&requires)
@@ -157,7 +180,7 @@ pub async fn run(
     let _ = events.send(Event::RunStarted {
         started: SystemTime::now(),
         targets: targets.iter().map(|t| t.info.clone()).collect(),
-        cases: picked.len() * targets.len(),
+        cases: (picked.len() + monitor::MONITORS.len()) * targets.len(),
         harness_version: env!("CARGO_PKG_VERSION").to_string(),
     });
     let summary = Arc::new(Mutex::new(Summary::default()));
@@ -223,7 +246,8 @@ async fn run_target(
         let info = case_info(suite, *ci, &name);
         let _ = events.send(Event::CaseStarted { case: info.clone() });
         let t0 = Instant::now();
-        let (verdict, traffic) = match plan_case(&target.state, suite, *ci) {
+        let vars = overrides.vars_for(&suite.suite);
+        let (verdict, traffic) = match plan_case(&target.state, suite, *ci, &vars) {
             Err(reason) => (Verdict::Skipped(reason), vec![]),
             Ok(kind) => {
                 run_one(
@@ -260,7 +284,64 @@ async fn run_target(
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
+    report_monitors(&target, events, summary).await;
     target
+}
+
+/// Each monitor's verdict over what ran against `target`, as a case of the suite `monitors`.
+async fn report_monitors(
+    target: &Target,
+    events: &mpsc::UnboundedSender<Event>,
+    summary: &Mutex<Summary>,
+) {
+    use monitor::MonitorVerdict;
+    for (def, v) in target.state.monitors.verdicts() {
+        let info = CaseInfo {
+            suite_id: monitor::SUITE.into(),
+            suite_title: "Monitors over all the traffic of the run".into(),
+            suite_file: std::path::PathBuf::from("<built-in monitors>"),
+            case_id: def.id.into(),
+            case_title: def.title.into(),
+            checks: def.checks.into(),
+            tags: vec!["monitor".into()],
+            location: None,
+            target: target.info.name.clone(),
+        };
+        let verdict = match v {
+            MonitorVerdict::Passed(_) => Verdict::Passed,
+            MonitorVerdict::NothingSeen => {
+                Verdict::Skipped("the run gave this monitor nothing to watch".into())
+            }
+            MonitorVerdict::Failed(lines) => {
+                let message = lines.first().cloned().unwrap_or_default();
+                let mut detail = format!("{}\n  checks: {}", lines.join("\n"), def.checks);
+                if lines.len() > 1 {
+                    detail = format!("{} finding(s):\n{detail}", lines.len());
+                }
+                Verdict::Failed(event::Diagnostic {
+                    message,
+                    detail,
+                    location: None,
+                })
+            }
+        };
+        {
+            let mut s = summary.lock().await;
+            match &verdict {
+                Verdict::Passed => s.passed += 1,
+                Verdict::Failed(_) => s.failed += 1,
+                Verdict::Error(_) => s.errors += 1,
+                Verdict::Skipped(_) => s.skipped += 1,
+            }
+        }
+        let _ = events.send(Event::CaseStarted { case: info.clone() });
+        let _ = events.send(Event::CaseFinished {
+            case: info,
+            verdict,
+            duration: Duration::ZERO,
+            traffic: vec![],
+        });
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

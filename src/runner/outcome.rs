@@ -206,9 +206,9 @@ pub const VARIATION_POINTS: &[VariationPoint] = &[
     },
     VariationPoint {
         name: "bad-tag",
-        what: "a protected request whose authentication tag or ciphertext is wrong (dlms-facts 4.3)",
+        what: "a protected request whose authentication tag or ciphertext is wrong (Gurux C and .NET servers: deciphering-error; a silent drop or a closed association are seen in the field; dlms-facts 4.3)",
         strict: &["exception:deciphering-error"],
-        lenient: &["exception:any", "silence", "disconnect"],
+        lenient: &["silence", "disconnect"],
     },
     VariationPoint {
         name: "refused-service",
@@ -253,6 +253,31 @@ pub const VARIATION_POINTS: &[VariationPoint] = &[
         lenient: &["result:any"],
     },
     VariationPoint {
+        name: "undefined-object",
+        what: "a GET of an object the meter does not have (Blue Book / Green Book Data-Access-Result object-undefined (4)); some meters answer object-unavailable or, for objects outside the association's list, read-write-denied",
+        strict: &["result:object-undefined"],
+        lenient: &["result:object-unavailable", "result:read-write-denied"],
+    },
+    VariationPoint {
+        name: "counter-after-refusal",
+        what: "a protected request with the counter of an earlier request the meter refused (bad tag): the lowest acceptable value moves only when verification succeeds (Green Book 9.2.7.2.4 as quoted in dlms-facts 4.1), so it is served",
+        strict: &["success"],
+        lenient: &[],
+    },
+    VariationPoint {
+        name: "not-served",
+        what: "a request the meter must not serve where the form of the refusal is another case's point (APPL_IDLE_N1 judges it without an association): any answer but data or success",
+        strict: &[
+            "exception:any",
+            "initiate-error:any",
+            "result:any",
+            "frame:frmr",
+            "silence",
+            "disconnect",
+        ],
+        lenient: &[],
+    },
+    VariationPoint {
         name: "insufficient-release",
         what: "an RLRQ without the protected user-information a ciphered association needs (SYMSEC_REL_N1)",
         strict: &["exception:operation-not-possible"],
@@ -278,6 +303,7 @@ fn short_outcome(s: &str) -> Outcome {
         Some(("exception", n)) => Outcome::Exception(n.into()),
         Some(("result", n)) => Outcome::Result(n.into()),
         Some(("frame", n)) => Outcome::Frame(n.into()),
+        Some(("initiate-error", n)) => Outcome::InitiateError(n.into()),
         _ => match s {
             "silence" => Outcome::Silence,
             "disconnect" => Outcome::Disconnect,
@@ -368,14 +394,15 @@ pub fn matches(
         },
         Outcome::InitiateError(name) => {
             let code = vocab::code(vocab::INITIATE_ERRORS, name).or_else(|| name.parse().ok());
-            match observed {
+            let seen = match observed {
                 Observed::Rejected {
                     initiate_error: Some(e),
                     ..
-                } => Some(*e) == code,
-                Observed::InitiateError(e) => Some(*e) == code,
-                _ => false,
-            }
+                } => *e,
+                Observed::InitiateError(e) => *e,
+                _ => return false,
+            };
+            name == "any" || Some(seen) == code
         }
         Outcome::Exception(name) => match observed {
             Observed::Exception { service, .. } => {

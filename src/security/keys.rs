@@ -52,6 +52,26 @@ impl Key {
     ]);
     /// The Green Book example master key (KEK) 000102..0F.
     pub const EXAMPLE_KEK: Key = Key::EXAMPLE_EK;
+
+    /// Example encryption and authentication keys of the built-in simulator's
+    /// extra HLS clients: the Green Book keys with the first byte XOR the SAP,
+    /// so that no two clients share a key (a meter keeps one invocation counter
+    /// per key; two clients on one key would reuse GCM nonces).
+    pub fn example_for_client(sap: u16) -> (Key, Key) {
+        let mut ek = *Key::EXAMPLE_EK.expose();
+        let mut ak = *Key::EXAMPLE_AK.expose();
+        ek[0] ^= sap as u8;
+        ak[0] ^= sap as u8;
+        (Key(ek), Key(ak))
+    }
+
+    /// A long, non-reversible identity of this key (a GMAC of a fixed label),
+    /// for telling keys apart without collisions; never printed (its first four
+    /// digits are the [`Key::fingerprint`]).
+    pub fn identity(&self) -> String {
+        let tag = super::cipher::gmac_raw(self, &[0u8; 12], b"idis-harness key fingerprint");
+        hex::encode_upper(tag)
+    }
 }
 
 impl Drop for Key {

@@ -67,6 +67,9 @@ pub struct AssociationRequest {
     /// The lowest invocation counter acceptable from the meter (carried across
     /// associations, so that a meter restarting its counter is caught).
     pub server_guard: Option<ReplayGuard>,
+    /// Refuse protected APDUs from the meter whose counter did not grow
+    /// (default); off, the counters are only watched (the harness's monitors judge them).
+    pub check_server_counter: bool,
 }
 
 impl AssociationRequest {
@@ -98,6 +101,7 @@ impl AssociationRequest {
             initiate_counter: None,
             wrong_challenge_reply: false,
             server_guard: None,
+            check_server_counter: true,
         }
     }
 
@@ -128,6 +132,7 @@ impl AssociationRequest {
         if let Some(g) = &self.server_guard {
             ctx.peer_guard = g.clone();
         }
+        ctx.check_peer_counter = self.check_server_counter;
         Ok(Some(ctx))
     }
 
@@ -354,11 +359,13 @@ impl ExpectAare {
             },
             parameters: Some(Data::OctetString(reply.to_vec())),
         });
-        let request = assoc.wrap(&action.encode())?;
+        let plain_request = action.encode();
+        let request = assoc.wrap(&plain_request)?;
         Ok(AareOutcome::Pass3 {
             next: ExpectHlsReply {
                 assoc,
                 challenge: self.req.challenge,
+                plain_request,
             },
             request,
         })
@@ -382,6 +389,8 @@ impl ExpectAare {
 pub struct ExpectHlsReply {
     assoc: Associated,
     challenge: Vec<u8>,
+    /// The pass 3 action-request before protection (f(StoC) is a GMAC, no secret).
+    plain_request: Vec<u8>,
 }
 
 /// What pass 4 led to.
@@ -397,9 +406,29 @@ impl ExpectHlsReply {
         self.assoc
     }
 
+    /// The pass 3 action-request as sent before protection (for traces).
+    pub fn plain_request(&self) -> &[u8] {
+        &self.plain_request
+    }
+
     /// Handles the action-response to pass 3 and verifies f(CtoS).
-    pub fn handle(mut self, bytes: &[u8]) -> Result<HlsOutcome, SessionError> {
-        let r = self.assoc.unwrap(bytes)?;
+    pub fn handle(self, bytes: &[u8]) -> Result<HlsOutcome, SessionError> {
+        self.handle_traced(bytes).1
+    }
+
+    /// As [`Self::handle`], and also gives the reply as unprotected (when it
+    /// could be), so that a trace shows what the meter answered to pass 3.
+    pub fn handle_traced(
+        mut self,
+        bytes: &[u8],
+    ) -> (Option<Vec<u8>>, Result<HlsOutcome, SessionError>) {
+        match self.assoc.unwrap(bytes) {
+            Err(e) => (None, Err(e)),
+            Ok(r) => (r.protection.map(|_| r.apdu.encode()), self.finish(r)),
+        }
+    }
+
+    fn finish(mut self, r: Received) -> Result<HlsOutcome, SessionError> {
         let response = match r.apdu {
             Apdu::ActionResponse(ActionResponse::Normal { response, .. }) => response,
             Apdu::ExceptionResponse(e) => {
@@ -422,7 +451,9 @@ impl ExpectHlsReply {
             Some(GetDataResult::Data(Data::OctetString(v))) => v,
             other => {
                 return Err(SessionError::ServerAuthentication(format!(
-                    "the action-response carries {other:?} instead of an octet-string f(CtoS)"
+                    "the action-response to pass 3 says success but carries {} instead of an \
+                     octet-string f(CtoS)",
+                    describe_return_parameters(other.as_ref())
                 )));
             }
         };
@@ -449,6 +480,15 @@ impl ExpectHlsReply {
         })?;
         self.assoc.authenticated = true;
         Ok(HlsOutcome::Associated(self.assoc))
+    }
+}
+
+/// What an action-response carries where f(CtoS) should be, for messages.
+fn describe_return_parameters(r: Option<&GetDataResult>) -> String {
+    match r {
+        None => "no return parameters".into(),
+        Some(GetDataResult::Data(d)) => format!("the data {d}"),
+        Some(GetDataResult::Error(e)) => format!("the data-access-result {e}"),
     }
 }
 
@@ -566,6 +606,20 @@ mod tests {
             hex::encode_upper(&bytes),
             "601DA109060760857405080101BE10040E01000000065F1F0400007E1F04B0"
         );
+    }
+
+    #[test]
+    fn a_pass4_without_fctos_is_described_in_the_domain_words() {
+        // The Gurux Python server answers a wrong f(StoC) with success and no
+        // return parameters (action-response C7 01 C1 00 00).
+        assert_eq!(describe_return_parameters(None), "no return parameters");
+        let d = describe_return_parameters(Some(&GetDataResult::Data(Data::Unsigned(5))));
+        assert!(d.starts_with("the data ") && d.contains('5'), "{d}");
+        assert!(!d.contains("Unsigned") && !d.contains("Some"), "{d}");
+        let e = describe_return_parameters(Some(&GetDataResult::Error(
+            crate::wire::apdu::DataAccessResult::ReadWriteDenied,
+        )));
+        assert!(e.contains("read-write-denied"), "{e}");
     }
 
     #[test]

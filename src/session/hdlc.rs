@@ -75,6 +75,34 @@ pub enum ClientEvent {
     Timeout(&'static str),
 }
 
+impl std::fmt::Display for ClientEvent {
+    /// In the words of IEC 62056-46, for messages (never Rust's debug form).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientEvent::FrameReceived(fr) => write!(f, "received {fr}"),
+            ClientEvent::InvalidFrame { error, .. } => write!(f, "an invalid frame: {error}"),
+            ClientEvent::Connected(p) => write!(
+                f,
+                "connected (max info tx {} rx {}, window tx {} rx {})",
+                p.max_info_tx, p.max_info_rx, p.window_tx, p.window_rx
+            ),
+            ClientEvent::ConnectRefused => f.write_str("DM to the SNRM (connection refused)"),
+            ClientEvent::Disconnected { by_peer: true } => {
+                f.write_str("the device disconnected (DM or DISC)")
+            }
+            ClientEvent::Disconnected { by_peer: false } => f.write_str("disconnected"),
+            ClientEvent::Apdu(a) => write!(f, "an APDU of {} byte(s)", a.len()),
+            ClientEvent::FrameRejected(info) if info.is_empty() => f.write_str("FRMR"),
+            ClientEvent::FrameRejected(info) => {
+                write!(f, "FRMR (information {})", hex::encode_upper(info))
+            }
+            ClientEvent::Violation(v) => write!(f, "HDLC violation by the device: {v}"),
+            ClientEvent::Discarded(d) => write!(f, "ignored a {d}"),
+            ClientEvent::Timeout(what) => f.write_str(what),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ClientState {
     Disconnected,
@@ -99,6 +127,9 @@ pub struct HdlcClient {
     reassembly: Vec<u8>,
     /// An I-frame was received since the SNRM (so V(R) - 1 names a real frame).
     received_i: bool,
+    /// A hand-made frame with the poll bit went out (bypassing this state
+    /// machine): the server may answer it once.
+    raw_poll: bool,
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<ClientEvent>,
 }
@@ -116,6 +147,7 @@ impl HdlcClient {
             outstanding: None,
             reassembly: Vec::new(),
             received_i: false,
+            raw_poll: false,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -145,6 +177,12 @@ impl HdlcClient {
         if send_seq == self.vs {
             self.vs = inc(self.vs);
         }
+    }
+    /// Records that a frame with the poll bit was sent by hand (bypassing this
+    /// state machine): the server's answer to it is polled for, not a
+    /// violation of the window.
+    pub fn note_raw_poll(&mut self) {
+        self.raw_poll = true;
     }
     /// Bytes the deframer holds while waiting for the rest of a frame.
     pub fn buffered(&self) -> usize {
@@ -195,6 +233,7 @@ impl HdlcClient {
         self.vs = 0;
         self.vr = 0;
         self.received_i = false;
+        self.raw_poll = false;
         self.pending.clear();
         self.reassembly.clear();
         self.send_command(f, now);
@@ -265,6 +304,8 @@ impl HdlcClient {
             )));
             return;
         }
+        // One answer per poll: a hand-made poll is used up by this frame.
+        let polled_by_hand = std::mem::take(&mut self.raw_poll);
         match (self.state, f.control) {
             (ClientState::Connecting, Control::Ua { .. }) => {
                 self.outstanding = None;
@@ -358,7 +399,7 @@ impl HdlcClient {
                         self.params.max_info_rx
                     )));
                 }
-                if self.outstanding.is_none() {
+                if self.outstanding.is_none() && !polled_by_hand {
                     self.events.push_back(ClientEvent::Violation(
                         "I-frame sent without being polled (the window of 1 is exceeded)".into(),
                     ));
@@ -370,12 +411,33 @@ impl HdlcClient {
                     )));
                     return;
                 }
+                let answered_i_frame = polled_by_hand
+                    || matches!(
+                        self.outstanding,
+                        Some((
+                            FrameRepr {
+                                control: Control::I { .. },
+                                ..
+                            },
+                            _,
+                            _
+                        ))
+                    );
                 self.outstanding = None;
                 if recv_seq != self.vs {
-                    self.events.push_back(ClientEvent::Violation(format!(
-                        "I-frame with N(R)={recv_seq}, expected {}",
-                        self.vs
-                    )));
+                    let last_sent = (self.vs + 7) & 7;
+                    let why = if recv_seq == last_sent && answered_i_frame {
+                        // ISO/IEC 13239: N(R) names the next frame expected, so
+                        // this one says our I-frame was not received.
+                        format!(
+                            "I-frame with N(R)={recv_seq} answers our I-frame N(S)={last_sent} \
+                             without acknowledging it (expected N(R)={})",
+                            self.vs
+                        )
+                    } else {
+                        format!("I-frame with N(R)={recv_seq}, expected {}", self.vs)
+                    };
+                    self.events.push_back(ClientEvent::Violation(why));
                 }
                 self.vr = inc(self.vr);
                 self.received_i = true;
@@ -465,6 +527,8 @@ pub struct ServerLinkFaults {
     pub accept_bad_checksums: bool,
     /// Answer frames addressed to another server address.
     pub answer_any_address: bool,
+    /// Answer frames whose source address has more than one byte.
+    pub answer_long_source: bool,
     /// Ignore the client's SNRM parameters and use its own maxima.
     pub ignore_snrm_parameters: bool,
     /// Accept I-frames longer than the negotiated maximum.
@@ -475,10 +539,43 @@ pub struct ServerLinkFaults {
     pub answer_in_ndm: bool,
     /// Send long responses in one frame, ignoring the negotiated maximum.
     pub no_segmentation: bool,
-    /// Answer FRMR to malformed frames and stray bytes instead of discarding them.
-    pub answer_malformed: bool,
+    /// Answer FRMR to these malformed frames instead of discarding them silently.
+    pub answer_malformed: MalformedAnswers,
     /// Stay silent on an unknown control field instead of answering FRMR.
     pub ignore_unknown_commands: bool,
+}
+
+/// Which malformed frames a faulty server answers FRMR (each a fault of its own:
+/// a real meter checks them in different places).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MalformedAnswers {
+    /// Stray bytes, or a frame without its opening flag (HDLC_FRAME_N1).
+    pub stray_bytes: bool,
+    /// A frame too short to hold its header (HDLC_FRAME_N2).
+    pub too_short: bool,
+    /// A frame format type other than 1010 (HDLC_FRAME_N3).
+    pub format_type: bool,
+    /// A length field that does not match the frame (HDLC_FRAME_N4).
+    pub length: bool,
+    /// An address of 3 or more than 4 bytes (HDLC_ADDRESS_N7).
+    pub address: bool,
+}
+
+impl MalformedAnswers {
+    /// Whether a frame rejected with `error` is answered.
+    fn answers(&self, error: &HdlcError) -> bool {
+        match error {
+            HdlcError::MissingFlag => self.stray_bytes,
+            HdlcError::TooShort { .. } => self.too_short,
+            // After a shared flag, stray bytes stand where the format field
+            // should: a first byte with no format type at all is one of them.
+            HdlcError::BadFormatType(0) => self.stray_bytes,
+            HdlcError::BadFormatType(_) => self.format_type,
+            HdlcError::LengthMismatch { .. } => self.length,
+            HdlcError::BadAddress { .. } => self.address,
+            _ => false,
+        }
+    }
 }
 
 /// Settings of the server side.
@@ -598,7 +695,7 @@ impl HdlcServer {
                         self.handle_frame(f, now);
                         continue;
                     }
-                    if self.cfg.faults.answer_malformed {
+                    if self.cfg.faults.answer_malformed.answers(&error) {
                         self.frmr_to_any(0x01);
                         continue;
                     }
@@ -608,7 +705,9 @@ impl HdlcServer {
                 }
             }
         }
-        if self.cfg.faults.answer_malformed && self.deframer.dropped_bytes() > dropped_before {
+        if self.cfg.faults.answer_malformed.stray_bytes
+            && self.deframer.dropped_bytes() > dropped_before
+        {
             self.frmr_to_any(0x01);
         }
     }
@@ -644,7 +743,7 @@ impl HdlcServer {
             self.answer_as = f.dest;
         }
         // The source must be a one-byte client address.
-        if !matches!(f.src, Address::One(_)) && !self.cfg.faults.answer_any_address {
+        if !matches!(f.src, Address::One(_)) && !self.cfg.faults.answer_long_source {
             self.events.push_back(ServerEvent::Discarded(format!(
                 "source address {} is not a one-byte client address",
                 f.src
@@ -1068,6 +1167,109 @@ mod tests {
         c.connect(now);
         pump(c, s, now);
         events(c);
+    }
+
+    /// An I-frame with the poll bit made by hand (as the `send: {hdlc: ...}`
+    /// steps do), given to the server, and the server's answer given back.
+    fn answer_to_a_hand_made_poll(note_poll: bool) -> Vec<ClientEvent> {
+        let (mut c, mut s) = pair(128, 128);
+        let now = Instant::now();
+        connected(&mut c, &mut s, now);
+        let (ns, nr) = c.sequence();
+        let mut info = LLC_REQUEST.to_vec();
+        info.extend_from_slice(&[0xC0, 0x01]);
+        let raw = FrameRepr {
+            segmented: false,
+            dest: Address::server(1, 17),
+            src: Address::client(16),
+            control: Control::I {
+                send_seq: ns,
+                recv_seq: nr,
+                poll_final: true,
+            },
+            info,
+        };
+        c.note_raw_i_frame(ns);
+        if note_poll {
+            c.note_raw_poll();
+        }
+        s.handle_bytes(&raw.encode(), now);
+        while s.poll_event().is_some() {}
+        s.send_apdu(&[0xC4]).unwrap();
+        c.handle_bytes(&s.poll_transmit().unwrap(), now);
+        events(&mut c)
+    }
+
+    #[test]
+    fn the_answer_to_a_hand_made_poll_is_no_window_violation() {
+        assert_eq!(
+            answer_to_a_hand_made_poll(true),
+            vec![ClientEvent::Apdu(vec![0xC4])]
+        );
+        // Without the note the same answer looks unpolled: what the note is for.
+        let unnoted = answer_to_a_hand_made_poll(false);
+        assert!(
+            unnoted.iter().any(
+                |e| matches!(e, ClientEvent::Violation(v) if v.contains("without being polled"))
+            ),
+            "{unnoted:?}"
+        );
+    }
+
+    #[test]
+    fn an_answer_that_does_not_acknowledge_its_request_says_so() {
+        // The Gurux peer's replay shim answers our I-frame N(S)=k with an
+        // I-frame whose N(R) is still k.
+        let (mut c, mut s) = pair(128, 128);
+        let now = Instant::now();
+        connected(&mut c, &mut s, now);
+        c.send_apdu(&[1], now).unwrap();
+        s.handle_bytes(&c.poll_transmit().unwrap(), now);
+        while s.poll_event().is_some() {}
+        let (ns, _) = c.sequence();
+        let unacknowledging = FrameRepr {
+            segmented: false,
+            dest: Address::client(16),
+            src: Address::server(1, 17),
+            control: Control::I {
+                send_seq: 0,
+                recv_seq: (ns + 7) & 7,
+                poll_final: true,
+            },
+            info: [&LLC_RESPONSE[..], &[0xD8, 0x01, 0x06]].concat(),
+        };
+        c.handle_bytes(&unacknowledging.encode(), now);
+        let ev = events(&mut c);
+        assert!(
+            ev.iter().any(|e| matches!(e, ClientEvent::Violation(v)
+                if v == "I-frame with N(R)=0 answers our I-frame N(S)=0 without acknowledging it (expected N(R)=1)")),
+            "{ev:?}"
+        );
+        // The APDU is still given: the verdict decides what the answer means.
+        assert!(
+            ev.contains(&ClientEvent::Apdu(vec![0xD8, 0x01, 0x06])),
+            "{ev:?}"
+        );
+    }
+
+    #[test]
+    fn client_events_read_in_the_domain_words() {
+        let frmr = ClientEvent::FrameRejected(vec![0x97, 0x00]).to_string();
+        assert_eq!(frmr, "FRMR (information 9700)");
+        let v = ClientEvent::Violation("I-frame with N(R)=3, expected 4".into()).to_string();
+        assert_eq!(
+            v,
+            "HDLC violation by the device: I-frame with N(R)=3, expected 4"
+        );
+        for e in [
+            ClientEvent::ConnectRefused,
+            ClientEvent::Disconnected { by_peer: true },
+            ClientEvent::Apdu(vec![1, 2]),
+            ClientEvent::Timeout("no reply to SNRM"),
+        ] {
+            let text = e.to_string();
+            assert!(!text.contains('{') && !text.contains("by_peer"), "{text}");
+        }
     }
 
     #[test]

@@ -117,10 +117,12 @@ impl Default for MeterConfig {
         management.full_access = true;
         let mut policy = SimClient::new(2, "policy test", Mechanism::HlsGmac, true, 2, 0);
         policy.full_access = true;
+        (policy.encryption_key, policy.authentication_key) = Key::example_for_client(2);
+        policy.broadcast_key = policy.encryption_key.clone();
         let mut lls = SimClient::new(3, "reader (LLS)", Mechanism::Lls, false, 3, 0);
         lls.password = Some(b"12345678".to_vec());
         // A spare client for cases that use up its key (counter wrap).
-        let spare = SimClient::new(
+        let mut spare = SimClient::new(
             4,
             "spare (destructive tests)",
             Mechanism::HlsGmac,
@@ -128,6 +130,8 @@ impl Default for MeterConfig {
             4,
             3,
         );
+        (spare.encryption_key, spare.authentication_key) = Key::example_for_client(4);
+        spare.broadcast_key = spare.encryption_key.clone();
         MeterConfig {
             name: "idis-harness simulated IDIS P2 meter".into(),
             logical_device_name: b"MMM0000012345678".to_vec(),

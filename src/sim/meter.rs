@@ -177,6 +177,10 @@ pub struct Meter {
     pub quirks: Quirks,
     pub state: MeterState,
     objects: Vec<Object>,
+    /// Associations opened so far (for the `changes-system-title` quirk).
+    associations: u64,
+    /// A key transfer was refused (for the `counter-back-after-refused-key-transfer` quirk).
+    refused_key_transfer: bool,
 }
 
 fn exc(state: u8, service: u8, ic: Option<u32>) -> ExceptionResponse {
@@ -216,11 +220,34 @@ impl Meter {
             quirks,
             state,
             objects,
+            associations: 0,
+            refused_key_transfer: false,
         }
     }
 
     fn q(&self, q: Quirk) -> bool {
         self.quirks.has(q)
+    }
+
+    /// A power cycle: what lives only in RAM is gone (the links, handled by
+    /// the server; a pending refusal); keys, counters, policies and the clock
+    /// offset are the meter's memory and stay, unless the
+    /// `forgets-state-on-restart` quirk is on.
+    pub fn restart(&mut self) {
+        self.refused_key_transfer = false;
+        if self.q(Quirk::ForgetsStateOnRestart) {
+            self.state = MeterState::new(&self.config);
+        }
+    }
+
+    /// The system title of the current association: the configured one, or
+    /// with the `changes-system-title` quirk another one every second time.
+    fn own_title(&self) -> SystemTitle {
+        let mut t = self.config.system_title;
+        if self.q(Quirk::ChangesSystemTitle) && self.associations.is_multiple_of(2) {
+            t.0[7] ^= 0x01;
+        }
+        t
     }
 
     pub fn objects(&self) -> &[Object] {
@@ -296,6 +323,9 @@ impl Meter {
     /// would be (a predictable challenge would let a recorded f(StoC) be reused).
     /// Should the OS random source fail, a per-connection derivation stands in.
     fn next_challenge(&self, conn: &mut Connection) -> Vec<u8> {
+        if self.q(Quirk::RepeatsHlsChallenge) {
+            return b"fixed-challenge!".to_vec();
+        }
         let mut random = vec![0u8; 16];
         if getrandom::fill(&mut random).is_ok() {
             return random;
@@ -394,6 +424,10 @@ impl Meter {
                 }
             }
             Mechanism::HlsGmac => match &aarq.calling_authentication_value {
+                Some(c) if c.len() != 16 && self.q(Quirk::FixedChallengeLength) => {
+                    return aare_reject(ctx_name, user(diag::AUTHENTICATION_FAILURE), None)
+                        .encode();
+                }
                 Some(c) if (8..=64).contains(&c.len()) => {}
                 Some(_) => {
                     return aare_reject(ctx_name, user(diag::AUTHENTICATION_FAILURE), None)
@@ -411,9 +445,11 @@ impl Meter {
         let Some(st) = st else {
             return aare_reject(ctx_name, user(diag::NO_REASON), None).encode();
         };
+        self.associations += 1;
+        let own_title = self.own_title();
         let mut ctx = if needs_title {
             let mut c = CipherContext::new(
-                self.config.system_title,
+                own_title,
                 st.encryption_key.clone(),
                 st.authentication_key.clone(),
                 Protection::AuthenticatedEncrypted,
@@ -444,9 +480,26 @@ impl Meter {
                 let Some(ctx) = ctx.as_mut() else {
                     return aare_reject(ctx_name, user(diag::NO_REASON), None).encode();
                 };
-                match self.open_request(ctx, c, !self.q(Quirk::AcceptsReplayedInitiate)) {
+                match self.open_request(ctx, c, !self.q(Quirk::AcceptsReplayedInitiate), true) {
                     Ok((Apdu::InitiateRequest(r), sc)) => (r, Some(sc)),
                     Ok(_) => return aare_reject(ctx_name, user(diag::NO_REASON), None).encode(),
+                    // The quirk: what does not decipher is taken as a default InitiateRequest.
+                    Err(e)
+                        if e.service_error == DECIPHERING_ERROR
+                            && self.q(Quirk::AcceptsUndecipherableInitiate) =>
+                    {
+                        (
+                            InitiateRequest {
+                                dedicated_key: None,
+                                response_allowed: true,
+                                proposed_quality_of_service: None,
+                                proposed_dlms_version: 6,
+                                proposed_conformance: Conformance(self.config.conformance),
+                                client_max_receive_pdu_size: self.config.max_pdu_size,
+                            },
+                            Some(SecurityControl::new(true, true, 0)),
+                        )
+                    }
                     // Gurux answers a bad glo-initiate with an exception-response (dlms-facts.md 4.3).
                     Err(reply) => return Apdu::ExceptionResponse(reply).encode(),
                 }
@@ -506,7 +559,7 @@ impl Meter {
             } else {
                 0
             }),
-            responding_ap_title: needs_title.then(|| self.config.system_title.0.to_vec()),
+            responding_ap_title: needs_title.then(|| own_title.0.to_vec()),
             responding_ae_qualifier: None,
             responding_ap_invocation_id: None,
             responding_ae_invocation_id: None,
@@ -567,16 +620,23 @@ impl Meter {
 
     /// Deciphers a protected request and checks its counter. On failure, the
     /// exception-response to send.
+    /// `initiate`: the glo-initiate-request of an AARQ (rather than a service request).
     fn open_request(
         &mut self,
         ctx: &mut CipherContext,
         apdu: &Apdu,
         check_counter: bool,
+        initiate: bool,
     ) -> Result<(Apdu, SecurityControl), ExceptionResponse> {
+        let ignore_tag = if initiate {
+            self.q(Quirk::IgnoresInitiateTag)
+        } else {
+            self.q(Quirk::IgnoresGcmTag)
+        };
         let opened = match ctx.open(apdu) {
             Ok(u) => Ok(u),
             Err(CipherError::Security(crate::security::SecurityError::TagMismatch))
-                if self.q(Quirk::IgnoresGcmTag) =>
+                if ignore_tag =>
             {
                 self.open_ignoring_tag(ctx, apdu).ok_or(())
             }
@@ -694,6 +754,11 @@ impl Meter {
         sc: SecurityControl,
         ciphering: Ciphering,
     ) -> Option<Vec<u8>> {
+        if std::mem::take(&mut self.refused_key_transfer)
+            && self.q(Quirk::CounterBackAfterRefusedKeyTransfer)
+        {
+            ctx.next_ic = ctx.next_ic.saturating_sub(2);
+        }
         let ic = ctx.take_ic().ok()?;
         if self.q(Quirk::RepeatsOwnCounter) {
             ctx.next_ic = ic;
@@ -705,6 +770,9 @@ impl Meter {
         if self.q(Quirk::NoReleaseResponse) {
             conn.assoc = AssocState::Idle;
             return None;
+        }
+        if self.q(Quirk::RefusesRelease) && matches!(conn.assoc, AssocState::Open(_)) {
+            return Some(exception(SERVICE_NOT_ALLOWED, OPERATION_NOT_POSSIBLE, None).encode());
         }
         let AssocState::Open(a) = &mut conn.assoc else {
             return Some(
@@ -723,7 +791,7 @@ impl Meter {
                 (Some(ui), Some(ctx)) => match Apdu::decode(ui) {
                     Ok(c @ Apdu::Ciphered(_)) => {
                         let mut ctx2 = ctx.clone();
-                        match self.open_request(&mut ctx2, &c, true) {
+                        match self.open_request(&mut ctx2, &c, true, false) {
                             Ok((Apdu::InitiateRequest(_), sc)) => {
                                 *ctx = ctx2;
                                 let resp = Apdu::InitiateResponse(InitiateResponse {
@@ -818,7 +886,22 @@ impl Meter {
                 return exception(SERVICE_NOT_ALLOWED, DECIPHERING_ERROR, None).encode();
             };
             let mut work = ctx.clone();
-            let opened = self.open_request(&mut work, &apdu, true);
+            let opened = self.open_request(&mut work, &apdu, true, false);
+            if opened.is_err() && self.q(Quirk::CountsRefusedRequests) {
+                // The quirk: a refused request still moves the lowest acceptable counter.
+                let ic = match &apdu {
+                    Apdu::Ciphered(c) => c.invocation_counter(),
+                    Apdu::GeneralGloCiphering(g) | Apdu::GeneralDedCiphering(g) => {
+                        g.invocation_counter()
+                    }
+                    _ => None,
+                };
+                if let Some(ic) = ic {
+                    ctx.peer_guard.force(ic);
+                    let ctx = ctx.clone();
+                    self.save_counters(assoc.client, &ctx);
+                }
+            }
             match opened {
                 Ok((p, sc)) => {
                     *ctx = work;
@@ -1073,7 +1156,12 @@ impl Meter {
         d: &AttributeDescriptor,
         now: i64,
     ) -> Result<Data, DataAccessResult> {
-        let o = self.find(d.class_id, d.instance)?;
+        let o = match self.find(d.class_id, d.instance) {
+            Err(DataAccessResult::ObjectUndefined) if self.q(Quirk::ServesUndefinedObject) => {
+                return Ok(Data::Null);
+            }
+            r => r?,
+        };
         if d.attribute_id < 1 || d.attribute_id > o.attributes {
             return Err(DataAccessResult::ObjectUndefined);
         }
@@ -1132,6 +1220,11 @@ impl Meter {
                     .client_guard
                     .lowest_acceptable()
                     .map_or(u32::MAX, |l| l.saturating_sub(1));
+                if self.q(Quirk::StaleCounterObject) {
+                    return Ok(Data::DoubleLongUnsigned(
+                        self.config.initial_invocation_counter,
+                    ));
+                }
                 Data::DoubleLongUnsigned(last)
             }
             ObjectKind::LogicalDeviceName => {
@@ -1142,7 +1235,13 @@ impl Meter {
                 }
             }
             ObjectKind::Clock => match attr {
-                2 => Data::OctetString(objects::date_time(now + self.state.clock_offset).to_vec()),
+                2 => {
+                    let mut v = objects::date_time(now + self.state.clock_offset).to_vec();
+                    if self.q(Quirk::MalformedClock) {
+                        v.extend_from_slice(&[0xAA; 18]);
+                    }
+                    Data::OctetString(v)
+                }
                 3 => Data::Long(0),
                 4 => Data::Unsigned(0),
                 5 => Data::OctetString(vec![0xFF, 0xFF, 3, 0xFE, 7, 2, 0, 0, 0, 0x80, 0, 0]),
@@ -1358,13 +1457,17 @@ impl Meter {
                         if self.q(Quirk::AcceptsUnknownKeyId) {
                             continue;
                         }
+                        self.refused_key_transfer = true;
                         return result(ActionResult::ObjectClassInconsistent);
                     }
                     match unwrap_key(&kek, &wrapped) {
                         Ok(k) => new_keys.push((id, k)),
                         Err(_) if self.q(Quirk::AcceptsBadKeyWrap) => {}
                         // Gurux answers object-class-inconsistent (dlms-facts.md 3.4).
-                        Err(_) => return result(ActionResult::ObjectClassInconsistent),
+                        Err(_) => {
+                            self.refused_key_transfer = true;
+                            return result(ActionResult::ObjectClassInconsistent);
+                        }
                     }
                 }
                 if !self.q(Quirk::KeepsOldKey) {

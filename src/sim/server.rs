@@ -24,6 +24,8 @@ use crate::wire::wrapper::{WrapperDeframer, WrapperFrame};
 pub struct SharedMeter {
     meter: Arc<Mutex<Meter>>,
     connections: Arc<AtomicU64>,
+    /// Restarts so far: a connection from before a restart is dropped.
+    restarts: Arc<AtomicU64>,
     /// Called with one line per association event, when set.
     log: Option<Arc<dyn Fn(String) + Send + Sync>>,
     /// Called after a request that changed the meter's memory ([`crate::sim::meter::MeterState`]), when set.
@@ -50,6 +52,7 @@ impl SharedMeter {
         SharedMeter {
             meter: Arc::new(Mutex::new(meter)),
             connections: Arc::new(AtomicU64::new(0)),
+            restarts: Arc::new(AtomicU64::new(0)),
             log: None,
             on_change: None,
         }
@@ -72,6 +75,21 @@ impl SharedMeter {
     /// the meter's state is plain data and stays usable.
     pub fn lock(&self) -> MutexGuard<'_, Meter> {
         self.meter.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Restarts the meter as a power cycle would: every link drops, and the
+    /// meter comes back from its memory (see [`Meter::restart`]).
+    pub fn restart(&self) {
+        self.lock().restart();
+        self.restarts.fetch_add(1, Ordering::SeqCst);
+        if let Some(f) = &self.on_change {
+            f();
+        }
+    }
+
+    /// How many restarts so far.
+    fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::SeqCst)
     }
 
     fn new_connection(&self) -> Connection {
@@ -122,6 +140,7 @@ pub async fn serve_wrapper<S: ByteStream>(
         )
     };
     let mut conn = meter.new_connection();
+    let born = meter.restarts();
     let mut deframer = WrapperDeframer::new(65_535);
     // Faulty framings keep their own buffer: frames with any version, or one frame per read.
     let mut lax: Vec<u8> = Vec::new();
@@ -155,7 +174,8 @@ pub async fn serve_wrapper<S: ByteStream>(
             }
         }
         let n = stream.read(&mut buf).await?;
-        if n == 0 {
+        if n == 0 || meter.restarts() != born {
+            // Closed, or the meter restarted since: the link is gone.
             return Ok(());
         }
         let data = &buf[..n];
@@ -166,6 +186,7 @@ pub async fn serve_wrapper<S: ByteStream>(
                 lax.extend_from_slice(&(payload.len() as u16).to_be_bytes());
                 lax.extend_from_slice(payload);
                 if let Some(f) = take_any_version(&mut lax)
+                    && (f.version == 1 || any_version)
                     && (f.destination == wport || answer_unknown)
                     && let Some(resp) = meter.handle(&mut conn, f.source, &f.payload)
                 {
@@ -204,12 +225,19 @@ pub fn hdlc_faults(meter: &Meter) -> ServerLinkFaults {
     ServerLinkFaults {
         accept_bad_checksums: q(Quirk::AnswersBadFcs),
         answer_any_address: q(Quirk::AnswersOtherAddress),
+        answer_long_source: q(Quirk::AnswersLongSourceAddress),
         ignore_snrm_parameters: q(Quirk::IgnoresSnrmParameters),
         accept_oversized_frames: q(Quirk::AcceptsOversizedFrames),
         ignore_sequence_numbers: q(Quirk::IgnoresSequenceNumbers),
         answer_in_ndm: q(Quirk::AnswersInNdm),
         no_segmentation: q(Quirk::NoSegmentation),
-        answer_malformed: q(Quirk::AnswersMalformedFrames),
+        answer_malformed: crate::session::hdlc::MalformedAnswers {
+            stray_bytes: q(Quirk::AnswersStrayBytes),
+            too_short: q(Quirk::AnswersShortFrames),
+            format_type: q(Quirk::AnswersBadFormatType),
+            length: q(Quirk::AnswersWrongLength),
+            address: q(Quirk::AnswersBadAddressLength),
+        },
         ignore_unknown_commands: q(Quirk::IgnoresUnknownCommands),
     }
 }
@@ -277,6 +305,7 @@ async fn serve_hdlc_until<S: ByteStream>(
     };
     let mut link = HdlcServer::new(cfg);
     let mut conn = meter.new_connection();
+    let born = meter.restarts();
     let mut buf = vec![0u8; 4096];
     // Until a sign-on session has seen a frame, the inactivity timeout runs from its start.
     let mut last_heard = Instant::now();
@@ -337,7 +366,8 @@ async fn serve_hdlc_until<S: ByteStream>(
             }
             None => read.await?,
         };
-        if n == 0 {
+        if n == 0 || meter.restarts() != born {
+            // Closed, or the meter restarted since: the link is gone.
             return Ok(SessionEnd::Closed);
         }
         last_heard = Instant::now();

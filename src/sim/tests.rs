@@ -195,6 +195,42 @@ fn wrong_hls_reply_is_refused_and_leaves_the_association_unusable() {
 }
 
 #[test]
+fn pass_3_and_4_are_given_unprotected_for_the_trace() {
+    let mut rig = Rig::new(&[]);
+    let mut req = AssociationRequest::from_profile(
+        &ClientProfile::management(),
+        b"0123456789ABCDEF".to_vec(),
+        1,
+    );
+    req.wrong_challenge_reply = true;
+    let (expect, aarq) = association::start(req).unwrap();
+    let aare = rig.exchange(1, &aarq.encode()).unwrap();
+    let AareOutcome::Pass3 { next, request } = expect.handle(&aare).unwrap() else {
+        panic!()
+    };
+    // On the wire pass 3 is a glo-action-request; the plain form is reply_to_HLS_authentication.
+    assert_eq!(request.first(), Some(&0xCB));
+    let Apdu::ActionRequest(ActionRequest::Normal { method, .. }) =
+        Apdu::decode(next.plain_request()).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((method.class_id, method.method_id), (15, 1));
+    let reply = rig.exchange(1, &request).unwrap();
+    let (plain, outcome) = next.handle_traced(&reply);
+    let Apdu::ActionResponse(ActionResponse::Normal { response, .. }) =
+        Apdu::decode(&plain.expect("the reply was protected")).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(response.result, ActionResult::ReadWriteDenied);
+    assert!(matches!(
+        outcome,
+        Ok(HlsOutcome::Refused(Refusal::Pass3Refused(_), _))
+    ));
+}
+
+#[test]
 fn client_detects_a_wrong_fctos() {
     let mut rig = Rig::new(&[Quirk::SendsWrongFCtoS]);
     let (expect, aarq) = association::start(AssociationRequest::from_profile(
@@ -349,8 +385,7 @@ fn bad_key_wrap_and_unknown_key_id_are_refused() {
 #[test]
 fn security_activate_only_strengthens_and_is_enforced() {
     let mut rig = Rig::new(&[]);
-    let mut c = ClientProfile::management();
-    c.sap = 2;
+    let c = ClientProfile::policy_test();
     let mut a = rig.associate(&c, 1);
     let activate = |rig: &mut Rig, a: &mut Associated, p: u8| {
         let req = Apdu::ActionRequest(ActionRequest::Normal {

@@ -82,6 +82,7 @@ pub mod diag;
 pub mod loader;
 pub mod model;
 mod model_de;
+pub mod roles;
 pub mod schema;
 mod spans;
 pub mod validate;

@@ -14,6 +14,35 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+/// A client named by its role (`management`, mapped by the device profile) or
+/// by its SAP number. Shipped suites use roles only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientName {
+    Sap(u16),
+    Role(String),
+}
+
+impl std::fmt::Display for ClientName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientName::Sap(n) => write!(f, "client {n}"),
+            ClientName::Role(r) => write!(f, "the {r} client"),
+        }
+    }
+}
+
+impl std::str::FromStr for ClientName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        <ClientName as super::TplScalar>::from_text(s).ok_or_else(|| {
+            format!(
+                "`{s}` is not {}",
+                <ClientName as super::TplScalar>::EXPECTING
+            )
+        })
+    }
+}
+
 /// A value that is either written literally or as a `${name}` reference to a
 /// suite variable, resolved at run time. A string containing `${name}` inside
 /// other text is also allowed for string-typed values.
@@ -97,7 +126,7 @@ pub struct Case {
     pub timeout: Option<String>,
     /// The client SAP for steps that do not name one (default: the suite variable `client`, else 1).
     #[serde(default)]
-    pub client: Option<Tpl<u16>>,
+    pub client: Option<Tpl<ClientName>>,
     #[schemars(with = "Vec<Step>")]
     pub steps: Vec<Spanned<Step>>,
     /// Steps that always run after `steps`, even after a failure (release, restore keys).
@@ -140,6 +169,13 @@ pub enum Step {
     Wait(#[schemars(schema_with = "super::schema::duration")] String),
     /// Expect the device to stay silent, or to close the link, with nothing sent.
     Listen(ListenStep),
+    /// Restart the meter (a power cycle): the simulator restarts from its memory;
+    /// a real meter runs the device profile's restart command. Links are closed first.
+    Restart(RestartStep),
+    /// A step that establishes a precondition of the case rather than its point:
+    /// `- given: {associate: {}}`. When it does not hold, the case is inconclusive
+    /// ("precondition failed: ..."), never failed.
+    Given(Box<Step>),
 }
 
 /// The variables a `connect` step sets: the negotiated HDLC parameters as the
@@ -152,7 +188,7 @@ pub const CONNECT_SAVES: &[&str] = &["max_info_tx", "max_info_rx", "window_tx", 
 pub struct ConnectStep {
     /// Client SAP for the link (HDLC source address / wrapper source wPort). Default: the case's client.
     #[serde(default)]
-    pub client: Option<Tpl<u16>>,
+    pub client: Option<Tpl<ClientName>>,
     /// HDLC: propose these link parameters in the SNRM (omitted: no parameters sent).
     #[serde(default)]
     pub max_info_tx: Option<u16>,
@@ -181,7 +217,7 @@ pub struct DisconnectStep {
 pub struct AssociateStep {
     /// Client SAP (default: the case's client).
     #[serde(default)]
-    pub client: Option<Tpl<u16>>,
+    pub client: Option<Tpl<ClientName>>,
     /// `none`, `lls`, `hls-gmac` (default: the profile's for this client).
     #[serde(default)]
     #[schemars(schema_with = "super::schema::mechanism")]
@@ -277,8 +313,17 @@ pub struct ReleaseStep {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct GetStep {
-    pub class: u16,
-    pub obis: Tpl<String>,
+    /// The object by role (`clock`, `probe`, `security-setup`, ...), mapped by the device profile; or `class` and `obis`.
+    #[serde(default)]
+    #[schemars(schema_with = "super::schema::object_role")]
+    pub object: Option<String>,
+    /// For a client's object (`security-setup`, `invocation-counter`): whose (default: the case's client).
+    #[serde(default)]
+    pub of: Option<Tpl<ClientName>>,
+    #[serde(default)]
+    pub class: Option<u16>,
+    #[serde(default)]
+    pub obis: Option<Tpl<String>>,
     pub attr: i8,
     /// Save the returned value under this variable name.
     #[serde(default)]
@@ -298,8 +343,17 @@ pub struct GetStep {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SetStep {
-    pub class: u16,
-    pub obis: Tpl<String>,
+    /// The object by role (`clock`, `probe`, `security-setup`, ...), mapped by the device profile; or `class` and `obis`.
+    #[serde(default)]
+    #[schemars(schema_with = "super::schema::object_role")]
+    pub object: Option<String>,
+    /// For a client's object (`security-setup`, `invocation-counter`): whose (default: the case's client).
+    #[serde(default)]
+    pub of: Option<Tpl<ClientName>>,
+    #[serde(default)]
+    pub class: Option<u16>,
+    #[serde(default)]
+    pub obis: Option<Tpl<String>>,
     pub attr: i8,
     pub value: DataSpec,
     #[serde(default)]
@@ -315,8 +369,17 @@ pub struct SetStep {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ActionStep {
-    pub class: u16,
-    pub obis: Tpl<String>,
+    /// The object by role (`clock`, `probe`, `security-setup`, ...), mapped by the device profile; or `class` and `obis`.
+    #[serde(default)]
+    #[schemars(schema_with = "super::schema::object_role")]
+    pub object: Option<String>,
+    /// For a client's object (`security-setup`, `invocation-counter`): whose (default: the case's client).
+    #[serde(default)]
+    pub of: Option<Tpl<ClientName>>,
+    #[serde(default)]
+    pub class: Option<u16>,
+    #[serde(default)]
+    pub obis: Option<Tpl<String>>,
     pub method: i8,
     #[serde(default)]
     pub params: Option<DataSpec>,
@@ -386,12 +449,12 @@ pub struct HdlcFrameSpec {
     #[serde(default)]
     #[schemars(schema_with = "super::schema::hdlc_control")]
     pub control: Option<String>,
-    /// Destination address bytes in hex exactly as sent (default: the server address).
+    /// Destination address bytes in hex exactly as sent, or `${var}` (default: the server address).
     #[serde(default)]
-    pub dest: Option<String>,
-    /// Source address bytes in hex exactly as sent (default: the client address).
+    pub dest: Option<Tpl<String>>,
+    /// Source address bytes in hex exactly as sent, or `${var}` (default: the client address).
     #[serde(default)]
-    pub src: Option<String>,
+    pub src: Option<Tpl<String>>,
     /// Information field in hex (for `i`: an APDU, the LLC header is added unless `llc: false`).
     #[serde(default)]
     pub info: Option<Tpl<String>>,
@@ -417,6 +480,9 @@ pub struct HdlcFrameSpec {
     #[serde(default)]
     #[schemars(schema_with = "super::schema::checksum")]
     pub fcs: Option<String>,
+    /// Bytes in hex sent just before the frame, in the same write (stray bytes on the line).
+    #[serde(default)]
+    pub prefix: Option<String>,
     /// Leave out the opening / closing flag.
     #[serde(default)]
     pub no_opening_flag: bool,
@@ -514,7 +580,7 @@ pub struct SecurityActivateStep {
 pub struct ReadCounterStep {
     /// The client whose counter object to read (default: the case's client).
     #[serde(default)]
-    pub client: Option<Tpl<u16>>,
+    pub client: Option<Tpl<ClientName>>,
     /// Variable to save the value in.
     pub save: String,
 }
@@ -531,6 +597,16 @@ pub struct CheckStep {
     /// Message shown on failure.
     #[serde(default)]
     pub message: Option<String>,
+}
+
+/// `restart:`
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RestartStep {
+    /// How long to wait after the restart before going on (default: the device profile's).
+    #[serde(default)]
+    #[schemars(schema_with = "super::schema::duration")]
+    pub wait: Option<String>,
 }
 
 /// `listen:` expects silence or a disconnect for a while.

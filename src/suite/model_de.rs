@@ -14,7 +14,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserialize, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 
-use super::model::{Conformance, Expect, Outcome, Tpl, VarValue};
+use super::model::{ClientName, Conformance, Expect, Outcome, Tpl, VarValue};
 
 /// Literal types a [`Tpl`] can hold, and how to read one from YAML text.
 pub trait TplScalar: Sized {
@@ -65,6 +65,35 @@ tpl_int! {
     i16 => "an integer from -32768 to 32767",
     i32 => "an integer from -2147483648 to 2147483647",
     i64 => "an integer from -9223372036854775808 to 9223372036854775807",
+}
+
+impl TplScalar for ClientName {
+    const EXPECTING: &'static str = "a client role (`public`, `management`, `lls`, `policy-test`, `spare`) or a client SAP number";
+    fn from_text(s: &str) -> Option<Self> {
+        let t = s.trim();
+        if let Some(n) = u16::from_text(t) {
+            return Some(ClientName::Sap(n));
+        }
+        crate::profile::roles::is_client_role(t).then(|| ClientName::Role(t.to_owned()))
+    }
+}
+
+impl JsonSchema for ClientName {
+    fn schema_name() -> Cow<'static, str> {
+        "ClientName".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let roles: Vec<&str> = crate::profile::roles::CLIENT_ROLES
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        json_schema!({
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": 65535, "description": "A client SAP."},
+                {"enum": roles, "description": "A client role, mapped to a SAP by the device profile."}
+            ]
+        })
+    }
 }
 
 /// Whether a string is a template: it holds a `${name}` reference or a `$$` escape.

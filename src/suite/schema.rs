@@ -48,6 +48,10 @@ fn template() -> serde_json::Value {
     serde_json::json!({ "type": "string", "pattern": "\\$\\{" })
 }
 
+pub(crate) fn object_role(_: &mut SchemaGenerator) -> Schema {
+    one_of_names(&crate::profile::roles::object_role_names())
+}
+
 pub(crate) fn mechanism(_: &mut SchemaGenerator) -> Schema {
     one_of_names(vocab::MECHANISMS)
 }

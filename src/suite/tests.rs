@@ -215,7 +215,10 @@ fn accepts_a_suite_with_anchors_and_merge_keys() {
         panic!("{:?}", c.steps[1].value)
     };
     // From the two merged templates, with the local `ciphering` winning.
-    assert_eq!(a.client, Some(Tpl::Lit(1)));
+    assert_eq!(
+        a.client,
+        Some(Tpl::Lit(crate::suite::model::ClientName::Sap(1)))
+    );
     assert_eq!(a.mechanism.as_deref(), Some("hls-gmac"));
     assert_eq!(a.security.as_deref(), Some("authenticated-encrypted"));
     assert_eq!(a.ciphering.as_deref(), Some("service-specific"));
@@ -263,11 +266,11 @@ fn tpl_values_parse_both_forms() {
     let Step::Get(g) = &steps[2].value else {
         panic!()
     };
-    assert_eq!(g.obis, Tpl::Var("${obis}".into()));
+    assert_eq!(g.obis, Some(Tpl::Var("${obis}".into())));
     let Step::Set(st) = &steps[7].value else {
         panic!()
     };
-    assert_eq!(st.obis, Tpl::Lit("0-0:43.0.0.255".into()));
+    assert_eq!(st.obis, Some(Tpl::Lit("0-0:43.0.0.255".into())));
     let Step::Send(b) = &s.cases[1].steps[3].value else {
         panic!()
     };

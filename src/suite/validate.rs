@@ -37,7 +37,12 @@ pub(crate) fn validate_suite(
         tree,
         source,
         ctx,
-        declared: suite.vars.keys().cloned().collect(),
+        declared: suite
+            .vars
+            .keys()
+            .cloned()
+            .chain(super::vars::PROFILE_VARS.iter().map(|(n, _)| n.to_string()))
+            .collect(),
         diags: Vec::new(),
     };
     v.suite(suite);
@@ -248,7 +253,7 @@ impl Validator<'_> {
         }
     }
 
-    fn u16_tpl(&mut self, path: &[Seg], t: &Option<Tpl<u16>>, saved: &BTreeSet<String>) {
+    fn var_tpl<T>(&mut self, path: &[Seg], t: &Option<Tpl<T>>, saved: &BTreeSet<String>) {
         if let Some(Tpl::Var(s)) = t {
             self.refs(path, s, saved);
         }
@@ -427,7 +432,7 @@ impl Validator<'_> {
             self.duration(&at(base, &[k("timeout")]), "timeout", t);
         }
         let empty = BTreeSet::new();
-        self.u16_tpl(&at(base, &[k("client")]), &c.client, &empty);
+        self.var_tpl(&at(base, &[k("client")]), &c.client, &empty);
         if c.steps.is_empty() {
             self.report(
                 &at(base, &[k("steps")]),
@@ -463,7 +468,7 @@ impl Validator<'_> {
         };
         match step {
             Step::Connect(c) => {
-                self.u16_tpl(&p("connect", &["client"]), &c.client, saved);
+                self.var_tpl(&p("connect", &["client"]), &c.client, saved);
                 self.expect(&p("connect", &[]), &c.expect, saved);
                 // A connect step saves the negotiated HDLC parameters.
                 for name in super::model::CONNECT_SAVES {
@@ -474,7 +479,7 @@ impl Validator<'_> {
             Step::Associate(a) => self.associate(&p("associate", &[]), a, saved),
             Step::Release(r) => self.expect(&p("release", &[]), &r.expect, saved),
             Step::Get(g) => {
-                self.obis(&p("get", &["obis"]), &g.obis, saved);
+                self.object(&p("get", &[]), &g.object, &g.of, g.class, &g.obis, saved);
                 self.security(&p("get", &["security"]), &g.security);
                 self.expect(&p("get", &[]), &g.expect, saved);
                 if let Some(s) = &g.save {
@@ -482,13 +487,13 @@ impl Validator<'_> {
                 }
             }
             Step::Set(s) => {
-                self.obis(&p("set", &["obis"]), &s.obis, saved);
+                self.object(&p("set", &[]), &s.object, &s.of, s.class, &s.obis, saved);
                 self.data(&p("set", &["value"]), &s.value, false, saved);
                 self.security(&p("set", &["security"]), &s.security);
                 self.expect(&p("set", &[]), &s.expect, saved);
             }
             Step::Action(a) => {
-                self.obis(&p("action", &["obis"]), &a.obis, saved);
+                self.object(&p("action", &[]), &a.object, &a.of, a.class, &a.obis, saved);
                 if let Some(d) = &a.params {
                     self.data(&p("action", &["params"]), d, false, saved);
                 }
@@ -518,7 +523,7 @@ impl Validator<'_> {
                 self.expect(&base, &s.expect, saved);
             }
             Step::ReadCounter(r) => {
-                self.u16_tpl(&p("read-counter", &["client"]), &r.client, saved);
+                self.var_tpl(&p("read-counter", &["client"]), &r.client, saved);
                 self.save_name(&p("read-counter", &["save"]), &r.save, saved);
             }
             Step::Check(c) => {
@@ -527,6 +532,23 @@ impl Validator<'_> {
                 self.name_in(&p("check", &["op"]), "comparison", &c.op, vocab::CHECK_OPS);
             }
             Step::Wait(w) => self.duration(&p("wait", &[]), "wait", w),
+            Step::Restart(r) => {
+                if let Some(w) = &r.wait {
+                    self.duration(&p("restart", &["wait"]), "wait", w);
+                }
+            }
+            Step::Given(inner) => {
+                if matches!(**inner, Step::Given(_)) {
+                    self.report(
+                        &p("given", &[]),
+                        Problem::new(
+                            "`given` inside `given`",
+                            "write one `given:` around the step",
+                        ),
+                    );
+                }
+                self.step(&p("given", &[]), inner, saved);
+            }
             Step::Listen(l) => {
                 self.duration(&p("listen", &["for"]), "for", &l.r#for);
                 self.expect(&p("listen", &[]), &l.expect, saved);
@@ -534,9 +556,65 @@ impl Validator<'_> {
         }
     }
 
+    /// A step's object: a known `object` role, or `class` and `obis`, not both.
+    fn object(
+        &mut self,
+        base: &[Seg],
+        object: &Option<String>,
+        of: &Option<Tpl<super::model::ClientName>>,
+        class: Option<u16>,
+        obis: &Option<Tpl<String>>,
+        saved: &BTreeSet<String>,
+    ) {
+        self.var_tpl(&at(base, &[k("of")]), of, saved);
+        match (object, class, obis) {
+            (Some(role), None, None) => {
+                let names = crate::profile::roles::object_role_names();
+                self.name_in(&at(base, &[k("object")]), "object role", role, &names);
+                let client_object =
+                    crate::profile::roles::CLIENT_OBJECT_ROLES.contains(&role.as_str());
+                if of.is_some() && !client_object {
+                    self.report(
+                        &at(base, &[k("of")]),
+                        Problem::new(
+                            format!("`of` names whose object; `{role}` belongs to the device"),
+                            format!(
+                                "`of` goes with {}",
+                                crate::profile::roles::CLIENT_OBJECT_ROLES.join(" or ")
+                            ),
+                        ),
+                    );
+                }
+            }
+            (None, Some(_), Some(o)) => {
+                self.obis(&at(base, &[k("obis")]), o, saved);
+                if of.is_some() {
+                    self.report(
+                        &at(base, &[k("of")]),
+                        Problem::new("`of` goes with `object`", "name the object by role"),
+                    );
+                }
+            }
+            (Some(_), _, _) => self.report(
+                &at(base, &[k("object")]),
+                Problem::new(
+                    "both an `object` role and `class`/`obis`",
+                    "give the object by role, or by class and obis, not both",
+                ),
+            ),
+            (None, _, _) => self.report(
+                base,
+                Problem::new(
+                    "the step names no object",
+                    "give `object: ROLE` (e.g. `clock`), or both `class` and `obis`",
+                ),
+            ),
+        }
+    }
+
     fn associate(&mut self, base: &[Seg], a: &AssociateStep, saved: &BTreeSet<String>) {
         let f = |n: &str| at(base, &[k(n)]);
-        self.u16_tpl(&f("client"), &a.client, saved);
+        self.var_tpl(&f("client"), &a.client, saved);
         if let Some(m) = &a.mechanism {
             self.name_in(&f("mechanism"), "mechanism", m, vocab::MECHANISMS);
         }
@@ -696,10 +774,13 @@ impl Validator<'_> {
                 }
             }
             if let Some(x) = &h.dest {
-                self.hex(&f(&["hdlc", "dest"]), "dest", x);
+                self.hex_tpl(&f(&["hdlc", "dest"]), "dest", x, saved);
+            }
+            if let Some(x) = &h.prefix {
+                self.hex(&f(&["hdlc", "prefix"]), "prefix", x);
             }
             if let Some(x) = &h.src {
-                self.hex(&f(&["hdlc", "src"]), "src", x);
+                self.hex_tpl(&f(&["hdlc", "src"]), "src", x, saved);
             }
             if let Some(x) = &h.info {
                 self.hex_tpl(&f(&["hdlc", "info"]), "info", x, saved);

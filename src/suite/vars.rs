@@ -102,6 +102,46 @@ pub(crate) fn parse_template(s: &str) -> Result<Vec<Part<'_>>, TemplateError> {
     Ok(parts)
 }
 
+/// Variables every case has, from the device profile, without declaring them.
+pub const PROFILE_VARS: &[(&str, &str)] = &[
+    (
+        "client_system_title",
+        "the system title of the case's client, as the device profile gives it (hex)",
+    ),
+    (
+        "server_system_title",
+        "the meter's system title: the device profile's, else the one the AARE of this case carried (hex)",
+    ),
+    (
+        "security_setup_ln",
+        "the logical name of the case client's security setup object (12 hex digits)",
+    ),
+    (
+        "hdlc_server_address",
+        "the meter's HDLC address as the device profile gives it (hex, 1, 2 or 4 bytes)",
+    ),
+    (
+        "hdlc_server_address_other_form",
+        "the same HDLC address in another size than the meter's (hex)",
+    ),
+    (
+        "hdlc_server_address_unknown",
+        "an HDLC server address in the meter's size with another physical (or logical) address (hex)",
+    ),
+    (
+        "hdlc_client_address",
+        "the case client's HDLC address (hex, one byte)",
+    ),
+    (
+        "hdlc_client_address_two_bytes",
+        "a two-byte source address, which no client has (hex)",
+    ),
+    (
+        "probe_get",
+        "a plain get-request (invoke-id C1) for attribute 2 of the profile's `probe` object (hex)",
+    ),
+];
+
 /// Replace each `${name}` in `template` by its value in `vars`; `$$` gives `$`.
 /// An unknown name or a malformed reference is an error (with a did-you-mean hint).
 pub fn resolve(template: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {

@@ -22,6 +22,8 @@ pub const STEPS: &[&str] = &[
     "check",
     "wait",
     "listen",
+    "restart",
+    "given",
 ];
 
 /// Outcome names (`expect:`), in the order of [`crate::suite::model::Outcome`].

@@ -958,7 +958,7 @@ impl Link {
             Ok(ClientEvent::FrameReceived(f)) => Ok(Reply::Frame(f)),
             Ok(ClientEvent::Disconnected { .. }) => Ok(Reply::Closed),
             Ok(ClientEvent::Timeout(_)) | Err(LinkError::Timeout(_)) => Ok(Reply::Silence),
-            Ok(other) => Err(LinkError::Hdlc(format!("{other:?}"))),
+            Ok(other) => Err(LinkError::Hdlc(other.to_string())),
             Err(LinkError::Closed) => Ok(Reply::Closed),
             Err(e) => Err(e),
         }
@@ -975,6 +975,14 @@ impl Link {
             return Err(LinkError::Closed);
         }
         self.trace.record(Direction::Sent, layer, bytes, decoded);
+        // A hand-made frame that polls the device: its answer is polled for.
+        if let Inner::Hdlc { client, .. } = &mut self.inner
+            && let Ok(f) = FrameRepr::decode(bytes)
+            && f.control.poll_final()
+            && f.dest == client.config().server
+        {
+            client.note_raw_poll();
+        }
         let limit = self.settings.write_limit(bytes.len());
         match &mut self.inner {
             Inner::Wrapper { stream, .. } | Inner::Hdlc { stream, .. } => {

@@ -21,7 +21,7 @@ pub const DEFAULT_PORT: u16 = 4059;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WrapperError {
     /// The version field is not 0x0001.
-    #[error("wrapper version is {0}, expected 1")]
+    #[error("{}", bad_version(*.0))]
     BadVersion(u16),
     /// The length field does not match the payload bytes.
     #[error("wrapper length field says {declared} payload byte(s), but there are {actual}")]
@@ -32,6 +32,17 @@ pub enum WrapperError {
     /// The declared payload is longer than allowed.
     #[error("wrapper payload of {len} byte(s) declared, at most {max} allowed")]
     TooLong { len: usize, max: usize },
+}
+
+/// The message of [`WrapperError::BadVersion`]: the field in hex, and what the
+/// bytes more likely are when they start an HDLC frame (flag 7E, frame format
+/// type 1010: a meter answering in HDLC on a wrapper connection).
+fn bad_version(v: u16) -> String {
+    let mut s = format!("wrapper version is 0x{v:04X}, expected 0x0001");
+    if v >> 8 == 0x7E && v & 0xF0 == 0xA0 {
+        s.push_str(" (the bytes 7E A_ start an HDLC frame, not a wrapper header)");
+    }
+    s
 }
 
 /// A wrapper frame: header fields and the APDU.
@@ -250,6 +261,22 @@ impl WrapperDeframer {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_bad_version_is_shown_in_hex_and_an_hdlc_frame_is_named() {
+        assert_eq!(
+            WrapperError::BadVersion(2).to_string(),
+            "wrapper version is 0x0002, expected 0x0001"
+        );
+        // The Gurux Python server answers a bad wrapper frame with the HDLC
+        // FRMR 7E A0 07 21 03 97 2B E1 7E on the wrapper connection.
+        let e = WrapperFrame::decode_datagram(&hex("7EA0072103972BE17E")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "wrapper version is 0x7EA0, expected 0x0001 (the bytes 7E A_ start an HDLC frame, \
+             not a wrapper header)"
+        );
+    }
 
     fn hex(s: &str) -> Vec<u8> {
         hex::decode(s.replace(' ', "")).unwrap()
