@@ -5,8 +5,9 @@
 //! the counter reads of REPLAY_COUNTER_OBJECT, every first association of a
 //! ciphered client) does it on the one open port; with mode E the meter goes
 //! back to its sign-on after each DISC. Every case passes, except the ones the
-//! default device profile skips (features it does not declare, links a serial
-//! port does not give), and exactly those are skipped.
+//! default device profile skips (features it does not declare, a restart it
+//! gives no command for, links a serial port does not give), and exactly those
+//! are skipped.
 //!
 //! Both programs are the built binary. Each run is bounded; its wall time is
 //! printed (`cargo test --test serial_suites -- --nocapture`), not asserted.
@@ -213,7 +214,8 @@ fn statuses(report: &str) -> BTreeMap<String, Status> {
 }
 
 /// The cases the default device profile skips on a serial target: those that
-/// need a feature it does not declare, or a wrapper or UDP link.
+/// need a feature it does not declare, a restart it gives no command for, or a
+/// wrapper or UDP link.
 fn expected_skips() -> BTreeSet<String> {
     let (suites, errors) =
         suite::load_paths(&[root().join("suites")], &ValidationContext::default());
@@ -225,7 +227,8 @@ fn expected_skips() -> BTreeSet<String> {
             let requires = case_requires(s, ci);
             let undeclared = requires.iter().any(|f| !profile.has_feature(f));
             let other_link = requires.iter().any(|f| f == "wrapper" || f == "udp");
-            if undeclared || other_link {
+            let no_restart = requires.iter().any(|f| f == "restart") && profile.restart.is_none();
+            if undeclared || other_link || no_restart {
                 out.insert(format!("{}::{}", s.suite.suite, c.id));
             }
         }

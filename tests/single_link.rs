@@ -318,6 +318,67 @@ async fn the_same_link_signs_on_again_before_its_next_snrm_after_its_disc() {
 }
 
 #[tokio::test]
+async fn a_session_left_open_by_a_stopped_run_is_ended_before_the_sign_on() {
+    bounded(async {
+        let pty = PtyPair::new();
+        let sim = Sim::start(&pty, true, None).await;
+        let target = format!("serial://{}?mode-e", path_str(&pty.dut));
+        let p = profile();
+        let mut killed = link(&target, &p, 1).await;
+        killed.link.connect().await.unwrap();
+        // Gone without DISC, and the port with it: the meter stays in HDLC.
+        drop(killed);
+        let mut c = link(&target, &p, 16).await;
+        let opened = records(&mut c);
+        assert!(
+            has(
+                &opened,
+                Direction::Note,
+                "note",
+                "the meter may still be in an HDLC session left open"
+            ),
+            "{opened:#?}"
+        );
+        assert!(has(&opened, Direction::Sent, "hdlc", "DISC(P) 16 -> 1/17"));
+        assert!(has(
+            &opened,
+            Direction::Received,
+            "iec62056-21",
+            "identification"
+        ));
+        assert_eq!(read_ldn(&mut c).await, b"MMM0000012345678");
+        assert_eq!(
+            sim.count("mode E sign-on, now HDLC at 9600 baud"),
+            2,
+            "{}",
+            sim.text()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_silent_mode_e_line_fails_with_the_sign_on_named() {
+    bounded(async {
+        let pty = PtyPair::new();
+        // Nobody on the meter's end.
+        let target = format!("serial://{}?mode-e", path_str(&pty.dut));
+        let mut p = profile();
+        p.timeouts.connect = Duration::from_millis(500);
+        let spec: TargetSpec = target.parse().unwrap();
+        let e = open(&spec, &p, 16, None, None, Instant::now())
+            .await
+            .expect_err("no meter, no link");
+        let text = e.to_string();
+        assert!(
+            text.contains("mode E: no identification within 500ms"),
+            "{text}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_mode_e_meter_returns_to_its_sign_on_after_the_inactivity_timeout() {
     bounded(async {
         let pty = PtyPair::new();

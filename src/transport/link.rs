@@ -584,6 +584,12 @@ impl Link {
         }
     }
 
+    /// SNRM/UA without the mode E sign-on (for the port's own use, while it
+    /// hands the line over).
+    pub(crate) async fn connect_without_sign_on(&mut self) -> Result<LinkParams, LinkError> {
+        self.connect_once().await
+    }
+
     async fn connect_once(&mut self) -> Result<LinkParams, LinkError> {
         let timeout = self.settings.response_timeout;
         let Inner::Hdlc { client, .. } = &mut self.inner else {

@@ -18,7 +18,10 @@
 //! then it waits for a new sign-on at 300 baud. The port signs on when it was
 //! just opened, after a DISC was sent, and after the profile's inactivity
 //! timeout without traffic; the link also signs on again, once, when an SNRM
-//! goes unanswered (the meter may have timed out on its own).
+//! goes unanswered (the meter may have timed out on its own). A sign-on that
+//! gets no identification may meet a meter still in an HDLC session nobody
+//! ended (a run that was killed): the port then sends SNRM and DISC at the
+//! target's rate and signs on again.
 //!
 //! Ports are found by name in the registry of ports this process has open, so
 //! every link to `/dev/ttyUSB0`, whoever opens it, goes through the one owner;
@@ -258,7 +261,18 @@ impl SharedPort {
         let signed_on = inner.state().signed_on;
         if let Some(s) = inner.spec.mode_e()
             && !signed_on
+            && !self.try_sign_on(s, opts.connect_timeout, trace).await?
         {
+            // The meter may still be in an HDLC session nobody ended (a run
+            // that was killed): end it, then sign on again.
+            trace.note(format!(
+                "{}: no identification: the meter may still be in an HDLC session left open; ending it with SNRM and DISC at {} baud, then signing on again",
+                inner.name, s.baud
+            ));
+            if !self.end_stale_session(s, link, opts, trace).await {
+                // No session either: nothing answers on this line.
+                return Err(serial::no_identification(s, opts.connect_timeout));
+            }
             self.sign_on(s, opts.connect_timeout, trace).await?;
         }
         let mut st = inner.state();
@@ -320,28 +334,97 @@ impl SharedPort {
         }
     }
 
-    /// Signs on (mode E) with the line taken out of the state for the time of
-    /// the handshake. Call with the gate held.
+    /// Signs on (mode E). Call with the gate held.
     async fn sign_on(
         &self,
         s: &SerialSettings,
         timeout: Duration,
         trace: &mut Trace,
     ) -> Result<(), LinkError> {
-        let line = self.0.state().line.take();
-        let Some(Line::Serial(mut port)) = line else {
-            self.0.state().line = line;
-            return Err(LinkError::Usage(format!(
-                "{}: mode E needs a serial port",
-                self.0.name
-            )));
-        };
-        let r = serial::sign_on(&mut port, s, timeout, Some(trace)).await;
+        if self.try_sign_on(s, timeout, trace).await? {
+            Ok(())
+        } else {
+            Err(serial::no_identification(s, timeout))
+        }
+    }
+
+    /// Signs on (mode E) with the line taken out of the state for the time of
+    /// the handshake; `false` when no identification came. Call with the gate held.
+    async fn try_sign_on(
+        &self,
+        s: &SerialSettings,
+        timeout: Duration,
+        trace: &mut Trace,
+    ) -> Result<bool, LinkError> {
+        let mut port = self.take_serial()?;
+        let r = serial::try_sign_on(&mut port, s, timeout, Some(trace)).await;
         let mut st = self.0.state();
         st.line = Some(Line::Serial(port));
         st.last_activity = Some(Instant::now());
-        st.signed_on = r.is_ok();
-        r.map(|_| ())
+        st.signed_on = matches!(r, Ok(Some(_)));
+        r.map(|signed| signed.is_some())
+    }
+
+    /// Takes the serial line out of the state (put it back when done).
+    fn take_serial(&self) -> Result<Box<SerialStream>, LinkError> {
+        let mut st = self.0.state();
+        match st.line.take() {
+            Some(Line::Serial(port)) => Ok(port),
+            other => {
+                st.line = other;
+                Err(LinkError::Usage(format!(
+                    "{}: mode E needs a serial port",
+                    self.0.name
+                )))
+            }
+        }
+    }
+
+    /// Ends an HDLC session the meter may still be in: at the target's rate,
+    /// SNRM (which a meter accepts from a new client too) and, when answered,
+    /// DISC, which sends a mode E meter back to its sign-on. True when a
+    /// session was found and ended.
+    async fn end_stale_session(
+        &self,
+        s: &SerialSettings,
+        settings: &LinkSettings,
+        opts: PortOptions,
+        trace: &mut Trace,
+    ) -> bool {
+        match self.take_serial() {
+            Ok(mut port) => {
+                let r = serial::hdlc_line(&mut port, s);
+                self.0.state().line = Some(Line::Serial(port));
+                if let Err(e) = r {
+                    trace.note(e.to_string());
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+        let lease = {
+            let mut st = self.0.state();
+            st.lease += 1;
+            PortLease {
+                port: self.0.clone(),
+                id: st.lease,
+                opts,
+            }
+        };
+        let description = format!("{} (ending a stale session)", self.0.name);
+        let mut link = Link::hdlc_on_port(
+            lease,
+            settings.clone(),
+            description,
+            Trace::new(trace.start()),
+        );
+        link.trace.set_enabled(trace.is_enabled());
+        let found = link.connect_without_sign_on().await.is_ok();
+        if found {
+            let _ = link.disconnect().await;
+        }
+        trace.append(link.trace.take());
+        found
     }
 }
 

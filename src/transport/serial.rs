@@ -116,20 +116,43 @@ pub async fn sign_on(
     timeout: Duration,
     trace: Option<&mut Trace>,
 ) -> Result<SignOn, LinkError> {
+    try_sign_on(port, s, timeout, trace)
+        .await?
+        .ok_or_else(|| no_identification(s, timeout))
+}
+
+/// [`sign_on`], with `None` when no identification came within `timeout`
+/// (the line is then left at 300 baud 7E1).
+pub async fn try_sign_on(
+    port: &mut SerialStream,
+    s: &SerialSettings,
+    timeout: Duration,
+    trace: Option<&mut Trace>,
+) -> Result<Option<SignOn>, LinkError> {
     // Bytes left from the last HDLC session (a late frame) are no identification.
     let _ = port.clear(ClearBuffer::Input);
     configure(port, &s.path, 300, Parity::Even, 7, 1)?;
-    let signed = tokio::time::timeout(timeout, mode_e_sign_on(port, trace))
-        .await
-        .map_err(|_| {
-            LinkError::Connect(format!(
-                "{}: mode E: no identification within {} (is the probe on the meter's optical port, and the meter waiting for a sign-on?)",
-                s.path,
-                humantime::format_duration(timeout)
-            ))
-        })??;
+    let Ok(signed) = tokio::time::timeout(timeout, mode_e_sign_on(port, trace)).await else {
+        return Ok(None);
+    };
+    let signed = signed?;
     configure(port, &s.path, signed.baud, Parity::None, 8, 1)?;
-    Ok(signed)
+    Ok(Some(signed))
+}
+
+/// The error for a sign-on that got no identification.
+pub fn no_identification(s: &SerialSettings, timeout: Duration) -> LinkError {
+    LinkError::Connect(format!(
+        "{}: mode E: no identification within {} (is the probe on the meter's optical port, and the meter waiting for a sign-on?)",
+        s.path,
+        humantime::format_duration(timeout)
+    ))
+}
+
+/// Puts the line to the target's own rate at 8N1, as for an HDLC session
+/// whose announced rate is not known (the session of a run that was stopped).
+pub fn hdlc_line(port: &mut SerialStream, s: &SerialSettings) -> Result<(), LinkError> {
+    configure(port, &s.path, s.baud, Parity::None, 8, 1)
 }
 
 /// What the meter said in a mode E sign-on.
