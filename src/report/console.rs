@@ -126,6 +126,8 @@ pub struct ConsoleReporter<W: Write> {
     problems: Vec<Problem>,
     /// Cases started and not yet finished.
     running: Vec<CaseInfo>,
+    /// Why targets stopped before their cases ran (shown in the summary).
+    stopped: Vec<String>,
 }
 
 impl<W: Write> std::fmt::Debug for ConsoleReporter<W> {
@@ -164,6 +166,7 @@ impl<W: Write> ConsoleReporter<W> {
             multi_target: false,
             problems: Vec::new(),
             running: Vec::new(),
+            stopped: Vec::new(),
         }
     }
 
@@ -310,8 +313,23 @@ impl<W: Write> ConsoleReporter<W> {
             summary.skipped,
             summary.duration.as_secs_f64()
         );
+        if summary.not_tested > 0 {
+            let selected = summary.total() + summary.not_run + summary.not_tested;
+            let _ = writeln!(
+                s,
+                "{} {} of {selected} selected cases not run",
+                self.paint(AnsiColor::Yellow.on_default().bold(), "Not tested:"),
+                summary.not_tested
+            );
+            for detail in std::mem::take(&mut self.stopped) {
+                for (i, line) in sanitize(&detail).trim_end().lines().enumerate() {
+                    let indent = if i == 0 { "    " } else { "  " };
+                    let _ = writeln!(s, "{indent}{line}");
+                }
+            }
+        }
         if interrupted || summary.not_run > 0 {
-            let selected = summary.total() + summary.not_run;
+            let selected = summary.total() + summary.not_run + summary.not_tested;
             let _ = writeln!(
                 s,
                 "{} run stopped early, {} of {selected} selected cases not run",
@@ -404,6 +422,16 @@ impl<W: Write> Reporter for ConsoleReporter<W> {
                     bar.inc(1);
                 }
                 text
+            }
+            // Said once, in the summary: the cases it did not run are not listed.
+            Event::TargetStopped {
+                detail, not_run, ..
+            } => {
+                if let Some(bar) = &self.bar {
+                    bar.inc(not_run.len() as u64);
+                }
+                self.stopped.push(detail.clone());
+                return Ok(());
             }
             Event::RunFinished {
                 summary,

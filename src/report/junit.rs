@@ -48,6 +48,8 @@ pub struct JunitReporter {
     total_time: Option<Duration>,
     /// `Some(not_run)` once an interrupted `RunFinished` arrived.
     interrupted: Option<usize>,
+    /// Targets that stopped before their cases ran: (target, why).
+    stopped: Vec<(String, String)>,
     max_case_output: usize,
     now: fn() -> SystemTime,
 }
@@ -104,6 +106,7 @@ impl JunitReporter {
             running: Vec::new(),
             total_time: None,
             interrupted: None,
+            stopped: Vec::new(),
             max_case_output: DEFAULT_MAX_CASE_OUTPUT,
             now: SystemTime::now,
         }
@@ -243,6 +246,11 @@ impl JunitReporter {
         }
         props.push(("suite.file", g.suite_file.display().to_string()));
         props.push(("suite.title", g.suite_title.clone()));
+        for (target, why) in &self.stopped {
+            if *target == g.target {
+                props.push(("target.not-tested", why.clone()));
+            }
+        }
         if let Some(not_run) = self.interrupted {
             props.push(("run.interrupted", "true".to_owned()));
             props.push(("run.not-run", not_run.to_string()));
@@ -334,6 +342,26 @@ impl Reporter for JunitReporter {
                         duration: *duration,
                         system_out,
                     });
+                }
+            }
+            Event::TargetStopped {
+                target,
+                message,
+                detail,
+                not_run,
+            } => {
+                self.stopped.push((target.clone(), message.clone()));
+                let body = sanitize(&format!("{}\n", detail.trim_end()));
+                for case in not_run {
+                    let gi = self.group_index(case);
+                    if let Some(g) = self.groups.get_mut(gi) {
+                        g.cases.push(Done {
+                            case: case.clone(),
+                            verdict: Some(Verdict::Skipped(format!("not run: {message}"))),
+                            duration: Duration::ZERO,
+                            system_out: body.clone(),
+                        });
+                    }
                 }
             }
             Event::RunFinished {

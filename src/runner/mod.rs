@@ -10,7 +10,9 @@
 pub mod case;
 pub mod data;
 pub mod event;
+pub mod guard;
 pub mod outcome;
+pub mod probe;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,8 +22,11 @@ use tokio::sync::{Mutex, mpsc, watch};
 
 use crate::suite::{LoadedSuite, VarOverrides};
 use crate::transport::link::LinkKind;
+use crate::transport::open;
 use case::{CaseRun, TargetState};
-use event::{CaseInfo, Event, SourceLocation, Summary, TargetInfo, Verdict};
+use event::{CaseInfo, Diagnostic, Event, SourceLocation, Summary, TargetInfo, Verdict};
+use guard::LostStreak;
+use probe::ProbeFailure;
 
 /// Which cases to run.
 #[derive(Debug, Clone, Default)]
@@ -57,7 +62,16 @@ pub struct RunOptions {
     pub jobs: usize,
     /// Time limit of a case unless it sets its own.
     pub case_timeout: Duration,
+    /// Probe each target before its first case, and stop it with one message
+    /// when the probe fails.
+    pub preflight: bool,
+    /// The fatal-failure policy: stop a target after this many cases in a row
+    /// lost the meter.
+    pub max_lost: usize,
 }
+
+/// The default of [`RunOptions::max_lost`].
+pub const DEFAULT_MAX_LOST: usize = 3;
 
 impl Default for RunOptions {
     fn default() -> Self {
@@ -66,6 +80,8 @@ impl Default for RunOptions {
             fail_fast: false,
             jobs: 1,
             case_timeout: Duration::from_secs(60),
+            preflight: true,
+            max_lost: DEFAULT_MAX_LOST,
         }
     }
 }
@@ -214,6 +230,36 @@ async fn run_target(
     stop: &std::sync::atomic::AtomicBool,
 ) -> Target {
     let name = target.info.name.clone();
+    let infos = |from: usize| -> Vec<CaseInfo> {
+        picked
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .map(|(si, ci)| case_info(&suites[*si], *ci, &name))
+            .collect()
+    };
+    if opts.preflight
+        && !picked.is_empty()
+        && !*cancel.borrow()
+        && let Err(f) = preflight(&mut target.state, suites, picked, overrides).await
+    {
+        let detail = format!(
+            "{}\n  {} case(s) not run; --no-preflight runs them anyway",
+            f.explain(&name),
+            picked.len()
+        );
+        stop_target(
+            events,
+            summary,
+            &name,
+            format!("could not test {name}: {}", f.reason()),
+            detail,
+            infos(0),
+        )
+        .await;
+        return target;
+    }
+    let mut streak = LostStreak::new(opts.max_lost);
     for (n, (si, ci)) in picked.iter().enumerate() {
         if *cancel.borrow() || stop.load(std::sync::atomic::Ordering::Relaxed) {
             summary.lock().await.not_run += picked.len() - n;
@@ -226,7 +272,7 @@ async fn run_target(
         let (verdict, traffic) = match plan_case(&target.state, suite, *ci) {
             Err(reason) => (Verdict::Skipped(reason), vec![]),
             Ok(kind) => {
-                run_one(
+                guarded_case(
                     &mut target.state,
                     suite,
                     *ci,
@@ -236,6 +282,7 @@ async fn run_target(
                     events,
                     &info,
                     cancel,
+                    &mut streak,
                 )
                 .await
             }
@@ -259,8 +306,189 @@ async fn run_target(
         if bad && opts.fail_fast {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
         }
+        if streak.exhausted() {
+            let rest = infos(n + 1);
+            if !rest.is_empty() {
+                let (since, why) = streak.since().cloned().unwrap_or_default();
+                let message = format!(
+                    "stopped testing {name}: {} case(s) in a row could not reach the meter",
+                    streak.count()
+                );
+                let detail = format!(
+                    "{message} (the fatal-failure policy, --max-lost {})\n  \
+                     the meter has not answered since {since}: {why}\n  \
+                     {} case(s) not run",
+                    opts.max_lost,
+                    rest.len()
+                );
+                stop_target(events, summary, &name, message, detail, rest).await;
+            }
+            break;
+        }
     }
     target
+}
+
+/// Reports that `target` stops, with the cases it does not run.
+async fn stop_target(
+    events: &mpsc::UnboundedSender<Event>,
+    summary: &Mutex<Summary>,
+    target: &str,
+    message: String,
+    detail: String,
+    not_run: Vec<CaseInfo>,
+) {
+    summary.lock().await.not_tested += not_run.len();
+    let _ = events.send(Event::TargetStopped {
+        target: target.to_owned(),
+        message,
+        detail,
+        not_run,
+    });
+}
+
+/// The pre-flight: the public client reads the probe object; when a selected
+/// case uses the management client, it associates and reads as well.
+async fn preflight(
+    t: &mut TargetState,
+    suites: &[LoadedSuite],
+    picked: &[(usize, usize)],
+    overrides: &VarOverrides,
+) -> Result<(), ProbeFailure> {
+    let kind = open::native_kind(&t.spec).unwrap_or(LinkKind::Wrapper);
+    let needs_management = picked.iter().any(|(si, ci)| {
+        let s = &suites[*si];
+        plan_case(t, s, *ci).is_ok()
+            && guard::uses_management(s, *ci, &overrides.vars_for(&s.suite), &t.profile)
+    });
+    let counter_object = if needs_management {
+        t.profile
+            .client_by_role("management")
+            .map(|c| c.counter_object)
+    } else {
+        None
+    };
+    let start = Instant::now();
+    let public = probe::probe(t, "public", kind, None, counter_object, start).await?;
+    if needs_management {
+        probe::probe(t, "management", kind, public.counter, None, start).await?;
+    }
+    Ok(())
+}
+
+/// Runs one case with the liveness check around it: when the meter was lost
+/// after an earlier case, it is probed first (and the case is not run if it
+/// still does not answer); after a case that sent malformed or refused input,
+/// or did not pass, the meter is probed on a fresh link.
+#[allow(clippy::too_many_arguments)]
+async fn guarded_case(
+    t: &mut TargetState,
+    suite: &LoadedSuite,
+    ci: usize,
+    kind: LinkKind,
+    overrides: &VarOverrides,
+    opts: &RunOptions,
+    events: &mpsc::UnboundedSender<Event>,
+    info: &CaseInfo,
+    cancel: &watch::Receiver<bool>,
+    streak: &mut LostStreak,
+) -> (Verdict, Vec<event::TrafficRecord>) {
+    let start = Instant::now();
+    if let Some((since, _)) = streak.since().cloned() {
+        match probe::probe(t, "public", kind, None, None, start).await {
+            Ok(_) => streak.alive(),
+            Err(f) => {
+                streak.lost(&info.case_id, &f.reason());
+                let message = format!(
+                    "not run: the meter has not answered since {since}: {}",
+                    f.reason()
+                );
+                let detail = format!(
+                    "{message}\n  tried: {}\n  this case is inconclusive: the meter was lost before it started",
+                    f.tried
+                );
+                let d = Diagnostic {
+                    message,
+                    detail,
+                    location: info.location.clone(),
+                };
+                return (Verdict::Error(d), f.traffic);
+            }
+        }
+    }
+    let (verdict, mut traffic) =
+        run_one(t, suite, ci, kind, overrides, opts, events, info, cancel).await;
+    let bad_input = suite
+        .suite
+        .cases
+        .get(ci)
+        .is_some_and(guard::sends_bad_input);
+    let undecided = matches!(verdict, Verdict::Failed(_) | Verdict::Error(_));
+    if !(bad_input || undecided) || *cancel.borrow() {
+        return (verdict, traffic);
+    }
+    match probe::probe(t, "public", kind, None, None, start).await {
+        Ok(_) => {
+            streak.alive();
+            traffic.push(event::TrafficRecord {
+                at: start.elapsed(),
+                direction: event::Direction::Note,
+                layer: "note",
+                hex: String::new(),
+                decoded: "liveness: the meter still answers the probe on a fresh link".into(),
+            });
+            (verdict, traffic)
+        }
+        Err(f) => {
+            traffic.extend(f.traffic.iter().cloned());
+            streak.lost(&info.case_id, &f.reason());
+            (liveness_verdict(verdict, bad_input, &f, info), traffic)
+        }
+    }
+}
+
+/// The verdict of a case after which the meter no longer answers. A case that
+/// sent bad input and reached the meter is the one that broke it: it fails,
+/// even if its own steps passed. A case that could not decide stays
+/// inconclusive; the loss is added to its explanation.
+fn liveness_verdict(
+    verdict: Verdict,
+    bad_input: bool,
+    f: &ProbeFailure,
+    info: &CaseInfo,
+) -> Verdict {
+    let lost = format!(
+        "the meter stopped answering after this case: {}",
+        f.reason()
+    );
+    let probe = format!("  probe on a fresh link: {}", f.tried);
+    match verdict {
+        Verdict::Passed if bad_input => {
+            let detail = format!("{lost}\n{probe}\n  the case's own steps passed");
+            Verdict::Failed(Diagnostic {
+                message: lost,
+                detail,
+                location: info.location.clone(),
+            })
+        }
+        Verdict::Failed(d) if bad_input => {
+            let detail = format!("{lost}\n{probe}\n  the case's own steps: {}", d.detail);
+            Verdict::Failed(Diagnostic {
+                message: lost,
+                detail,
+                location: d.location.or_else(|| info.location.clone()),
+            })
+        }
+        Verdict::Failed(mut d) => {
+            d.detail = format!("{}\n{lost}\n{probe}", d.detail);
+            Verdict::Failed(d)
+        }
+        Verdict::Error(mut d) => {
+            d.detail = format!("{}\n{lost}\n{probe}", d.detail);
+            Verdict::Error(d)
+        }
+        other => other,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
