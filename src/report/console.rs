@@ -322,9 +322,8 @@ impl<W: Write> ConsoleReporter<W> {
                 summary.not_tested
             );
             for detail in std::mem::take(&mut self.stopped) {
-                for (i, line) in sanitize(&detail).trim_end().lines().enumerate() {
-                    let indent = if i == 0 { "    " } else { "  " };
-                    let _ = writeln!(s, "{indent}{line}");
+                for line in sanitize(&detail).trim_end().lines() {
+                    let _ = writeln!(s, "    {line}");
                 }
             }
         }

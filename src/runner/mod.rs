@@ -369,9 +369,18 @@ async fn preflight(
         None
     };
     let start = Instant::now();
-    let public = probe::probe(t, "public", kind, None, counter_object, start).await?;
+    // A meter that serves the probe with a protocol fault can be tested: the
+    // cases about that fault judge it.
+    let counter = match probe::probe(t, "public", kind, None, counter_object, start).await {
+        Ok(ok) => ok.counter,
+        Err(f) if f.not_served() => return Err(f),
+        Err(_) => None,
+    };
     if needs_management {
-        probe::probe(t, "management", kind, public.counter, None, start).await?;
+        match probe::probe(t, "management", kind, counter, None, start).await {
+            Err(f) if f.not_served() => return Err(f),
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -396,15 +405,14 @@ async fn guarded_case(
     let start = Instant::now();
     if let Some((since, _)) = streak.since().cloned() {
         match probe::probe(t, "public", kind, None, None, start).await {
-            Ok(_) => streak.alive(),
-            Err(f) => {
+            Err(f) if f.not_served() => {
                 streak.lost(&info.case_id, &f.reason());
                 let message = format!(
                     "not run: the meter has not answered since {since}: {}",
                     f.reason()
                 );
                 let detail = format!(
-                    "{message}\n  tried: {}\n  this case is inconclusive: the meter was lost before it started",
+                    "tried first: {}\nthis case is inconclusive: the meter was lost before it started",
                     f.tried
                 );
                 let d = Diagnostic {
@@ -414,6 +422,7 @@ async fn guarded_case(
                 };
                 return (Verdict::Error(d), f.traffic);
             }
+            _ => streak.alive(),
         }
     }
     let (verdict, mut traffic) =
@@ -428,7 +437,12 @@ async fn guarded_case(
         return (verdict, traffic);
     }
     match probe::probe(t, "public", kind, None, None, start).await {
-        Ok(_) => {
+        Err(f) if f.not_served() => {
+            traffic.extend(f.traffic.iter().cloned());
+            streak.lost(&info.case_id, &f.reason());
+            (liveness_verdict(verdict, bad_input, &f, info), traffic)
+        }
+        _ => {
             streak.alive();
             traffic.push(event::TrafficRecord {
                 at: start.elapsed(),
@@ -438,11 +452,6 @@ async fn guarded_case(
                 decoded: "liveness: the meter still answers the probe on a fresh link".into(),
             });
             (verdict, traffic)
-        }
-        Err(f) => {
-            traffic.extend(f.traffic.iter().cloned());
-            streak.lost(&info.case_id, &f.reason());
-            (liveness_verdict(verdict, bad_input, &f, info), traffic)
         }
     }
 }
@@ -461,10 +470,10 @@ fn liveness_verdict(
         "the meter stopped answering after this case: {}",
         f.reason()
     );
-    let probe = format!("  probe on a fresh link: {}", f.tried);
+    let probe = format!("probe on a fresh link: {}", f.tried);
     match verdict {
         Verdict::Passed if bad_input => {
-            let detail = format!("{lost}\n{probe}\n  the case's own steps passed");
+            let detail = format!("{probe}\nthe case's own steps passed");
             Verdict::Failed(Diagnostic {
                 message: lost,
                 detail,
@@ -472,7 +481,10 @@ fn liveness_verdict(
             })
         }
         Verdict::Failed(d) if bad_input => {
-            let detail = format!("{lost}\n{probe}\n  the case's own steps: {}", d.detail);
+            let detail = format!(
+                "{probe}\nthe case's own steps failed first: {}\n{}",
+                d.message, d.detail
+            );
             Verdict::Failed(Diagnostic {
                 message: lost,
                 detail,

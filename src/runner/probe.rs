@@ -1,7 +1,8 @@
 //! The probe: does the meter answer a normal request? On a fresh link,
 //! associate as a client the device profile names by role (`public`, and
 //! `management` for the pre-flight of runs that need it), GET attribute 2 of
-//! the profile's `probe` object, release and close.
+//! the profile's `probe` object, and close the link (which ends the
+//! association; over UDP, release first).
 //!
 //! A failed probe says why in the domain's words, as one of a few causes a
 //! person can act on: nothing listening, connected but no reply (wrong
@@ -15,7 +16,9 @@ use crate::client::{AssociateOutcome, Client, ClientError, CounterStore, GetOutc
 use crate::profile::{ClientProfile, Mechanism};
 use crate::runner::case::TargetState;
 use crate::runner::event::TrafficRecord;
+use crate::security::SecurityError;
 use crate::session::association::{AssociationRequest, Refusal, SessionError};
+use crate::session::cipher::CipherError;
 use crate::transport::link::{LinkError, LinkKind};
 use crate::transport::open;
 use crate::wire::apdu::{AttributeDescriptor, ExceptionResponse, diag};
@@ -46,6 +49,10 @@ pub enum Cause {
     Counter(String),
     /// The association worked; reading the probe object did not.
     ReadFailed(String),
+    /// The meter answered and served the probe, but broke the protocol on the
+    /// way (a wrong invoke-id, a counter that repeats, a plain response to a
+    /// protected request). It is alive; the cases about that fault judge it.
+    Violation(String),
     /// The device profile cannot express the probe (a role it does not map).
     Profile(String),
 }
@@ -93,6 +100,7 @@ impl ProbeFailure {
                 )
             }
             Cause::ReadFailed(why) => format!("{} associated, but {why}", self.client),
+            Cause::Violation(why) => format!("the meter answered {}, but {why}", self.client),
             Cause::Profile(why) => why.clone(),
         }
     }
@@ -136,21 +144,14 @@ impl ProbeFailure {
                 "check the `probe` object role in the device profile: it must name an object every client may read"
             }
             Cause::Profile(_) => "complete the device profile",
+            Cause::Violation(_) => "a fault of the meter: the cases about it say more",
         }
     }
 
-    /// The device cannot be reached or does not answer at all (as opposed to
-    /// answering, but not as expected).
-    pub fn is_unreachable(&self) -> bool {
-        matches!(
-            self.cause,
-            Cause::NothingListening
-                | Cause::CannotConnect(_)
-                | Cause::NoReply { .. }
-                | Cause::Closed { .. }
-                | Cause::Garbled(_)
-                | Cause::LinkRefused(_)
-        )
+    /// Whether the meter failed to serve the probe. A meter that served it with
+    /// a protocol fault ([`Cause::Violation`]) is alive, and can be tested.
+    pub fn not_served(&self) -> bool {
+        !matches!(self.cause, Cause::Violation(_))
     }
 
     /// The full message for a person: what failed, what was tried, the likely cause.
@@ -182,18 +183,17 @@ fn describe_client(c: &ClientProfile) -> String {
 fn cause_of(e: ClientError, to: &'static str, ciphered: bool) -> Cause {
     match e {
         ClientError::Link(l) => cause_of_link(l, to),
-        ClientError::Session(SessionError::Cipher(c)) if ciphered => Cause::Keys(format!(
-            "the meter's reply does not decipher under the profile's keys ({c})"
-        )),
-        ClientError::Session(SessionError::ServerAuthentication(why)) => Cause::Keys(format!(
-            "the meter's HLS answer (f(CtoS)) does not verify under the profile's key ({why})"
+        ClientError::Session(SessionError::Cipher(CipherError::Security(
+            SecurityError::TagMismatch,
+        ))) if ciphered => Cause::Keys(format!(
+            "the meter's reply to the {to} does not verify under the profile's keys"
         )),
         ClientError::Session(SessionError::MissingKey(which)) => Cause::Profile(format!(
             "the device profile gives no {which} for the client"
         )),
-        ClientError::Session(s) => Cause::Garbled(s.to_string()),
-        ClientError::Protocol(p) => Cause::Garbled(p),
-        ClientError::NotAssociated => Cause::Garbled("the association did not open".into()),
+        ClientError::Session(s) => Cause::Violation(s.to_string()),
+        ClientError::Protocol(p) => Cause::Violation(p),
+        ClientError::NotAssociated => Cause::Violation("the association did not open".into()),
     }
 }
 
@@ -367,10 +367,10 @@ pub async fn probe(
             })
         }
         Err(cause) => {
-            // A refused attempt still used the counter of the glo-initiate.
+            // A failed attempt may have used counters up to the GET: skip them.
             if ciphered {
                 let e = t.counters.entry(pc.sap).or_insert(0);
-                *e = (*e).max(ic.saturating_add(2));
+                *e = (*e).max(ic.saturating_add(4));
             }
             Err(ProbeFailure {
                 client,
@@ -495,15 +495,19 @@ async fn exchange(
         },
         None => None,
     };
-    // A release the meter does not answer does not make it dead: the probe
-    // closes the link in any case.
-    let protected = c.assoc.as_ref().is_some_and(|a| a.ciphered());
+    // Closing the TCP connection or the HDLC link ends the association
+    // (Green Book: the AA goes with its supporting layer); over UDP nothing
+    // does but a release. A release the meter does not answer does not make
+    // it dead.
     let live_ic = c
         .assoc
         .as_ref()
         .and_then(|a| a.cipher.as_ref())
         .map(|x| x.next_ic);
-    let _ = c.release(protected).await;
+    if c.link.kind() == LinkKind::Udp {
+        let protected = c.assoc.as_ref().is_some_and(|a| a.ciphered());
+        let _ = c.release(protected).await;
+    }
     let next_ic = c.ended_next_ic.or(live_ic.map(|n| n.saturating_add(1)));
     Ok((value, counter, next_ic))
 }

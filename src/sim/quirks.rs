@@ -95,6 +95,7 @@ quirks! {
     AcceptsWrongWrapperVersion = "accepts-wrong-wrapper-version": "accepts wrapper frames whose version is not 1",
     AnswersUnknownWport = "answers-unknown-wport": "answers wrapper frames addressed to an unknown wPort",
     FramesBySegment = "frames-by-segment": "takes each TCP read as one wrapper frame instead of following the length field",
+    StopsAfterWrongWrapperVersion = "stops-after-wrong-wrapper-version": "stops answering requests on every connection (until restarted) after it receives a wrapper frame whose version is not 1",
     // COSEM objects.
     WrongInvokeId = "wrong-invoke-id": "answers with a different invoke-id than the request's",
     SecuritySetupWrongTypes = "security-setup-wrong-types": "returns the security policy as an unsigned instead of an enum",
