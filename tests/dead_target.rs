@@ -5,7 +5,7 @@
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -71,12 +71,15 @@ fn text(o: &Output) -> String {
 }
 
 fn xmllint(report: &Path) {
-    // As tests/cli.rs: the schema beside the checkout, or where JUNIT_XSD says.
-    let schema = std::env::var_os("JUNIT_XSD")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/junit-10.xsd")
-        });
+    // `shared/` beside the checkout, or beside an ancestor (a nested git worktree).
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rel = Path::new("shared/reference/junit-10.xsd");
+    let schema = manifest
+        .ancestors()
+        .skip(1)
+        .map(|a| a.join(rel))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| manifest.join("..").join(rel));
     let out = Command::new("xmllint")
         .arg("--noout")
         .arg("--schema")

@@ -507,6 +507,22 @@ Interrupted: run stopped early, 3 of 4 selected cases not run
     }
 
     #[test]
+    fn a_stopped_target_is_explained_once_in_the_summary() {
+        let got = render(&fixtures::stopped_run(), ColorChoice::Never, false);
+        assert_eq!(got.matches("connection refused").count(), 1, "{got}");
+        assert!(
+            got.contains("Not tested: 3 of 3 selected cases not run"),
+            "{got}"
+        );
+        assert!(
+            got.contains("      tried: associate as the public client"),
+            "{got}"
+        );
+        assert!(!got.contains("SKIP") && !got.contains("ERROR"), "{got}");
+        assert!(!got.contains("Interrupted"), "{got}");
+    }
+
+    #[test]
     fn verbose_adds_traffic_of_failed_cases_only() {
         let quiet = render(&fixtures::full_run(), ColorChoice::Never, false);
         let loud = render(&fixtures::full_run(), ColorChoice::Never, true);

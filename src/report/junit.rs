@@ -748,6 +748,32 @@ mod tests {
     }
 
     #[test]
+    fn cases_of_a_stopped_target_are_listed_as_not_run_and_validate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junit.xml");
+        run(&fixtures::stopped_run(), path.clone());
+        assert_valid(&path);
+        let report = parse(&path);
+        assert_eq!((report.tests, report.failures, report.errors), (3, 0, 0));
+        for suite in &report.test_suites {
+            for case in &suite.test_cases {
+                match &case.status {
+                    TestCaseStatus::Skipped { message, .. } => assert!(
+                        message
+                            .as_deref()
+                            .unwrap_or_default()
+                            .starts_with("not run: could not test tcp://"),
+                        "{message:?}"
+                    ),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        let xml = std::fs::read_to_string(&path).unwrap();
+        assert!(xml.contains("target.not-tested"), "{xml}");
+    }
+
+    #[test]
     fn interrupted_run_lists_what_ran_and_validates() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("junit.xml");

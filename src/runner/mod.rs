@@ -405,7 +405,7 @@ async fn guarded_case(
     let start = Instant::now();
     if let Some((since, _)) = streak.since().cloned() {
         match probe::probe(t, "public", kind, None, None, start).await {
-            Err(f) if f.not_served() => {
+            Err(f) if f.means_lost() => {
                 streak.lost(&info.case_id, &f.reason());
                 let message = format!(
                     "not run: the meter has not answered since {since}: {}",
@@ -437,7 +437,7 @@ async fn guarded_case(
         return (verdict, traffic);
     }
     match probe::probe(t, "public", kind, None, None, start).await {
-        Err(f) if f.not_served() => {
+        Err(f) if f.means_lost() => {
             traffic.extend(f.traffic.iter().cloned());
             streak.lost(&info.case_id, &f.reason());
             (liveness_verdict(verdict, bad_input, &f, info), traffic)

@@ -114,9 +114,14 @@ impl ProbeFailure {
             Cause::CannotConnect(_) => {
                 "the host is unreachable, a firewall drops the connection, or the port cannot be opened"
             }
+            Cause::NoReply { to: "SNRM", .. } => {
+                "wrong transport or address: HDLC at a meter that speaks the wrapper \
+                 (use tcp://), a wrong HDLC server address or baud rate, \
+                 or a port that accepts connections but is not the meter"
+            }
             Cause::NoReply { .. } => {
                 "wrong transport or address: tcp:// (the wrapper) at a meter that speaks HDLC \
-                 (use hdlc+tcp://) or the reverse, a wrong wPort or HDLC server address, \
+                 (use hdlc+tcp://), a wrong wPort, \
                  or a port that accepts connections but is not the meter"
             }
             Cause::Closed { .. } => {
@@ -152,6 +157,12 @@ impl ProbeFailure {
     /// a protocol fault ([`Cause::Violation`]) is alive, and can be tested.
     pub fn not_served(&self) -> bool {
         !matches!(self.cause, Cause::Violation(_))
+    }
+
+    /// Whether the meter is lost: it did not serve the probe, and not because
+    /// the device profile cannot express one.
+    pub fn means_lost(&self) -> bool {
+        self.not_served() && !matches!(self.cause, Cause::Profile(_))
     }
 
     /// The full message for a person: what failed, what was tried, the likely cause.
