@@ -28,7 +28,9 @@ use idis_harness::wire::apdu::AttributeDescriptor;
 use idis_harness::wire::axdr::Data;
 use idis_harness::wire::obis::Obis;
 
-const USAGE_ERROR: u8 = 2;
+const USAGE_ERROR: u8 = idis_harness::runner::event::EXIT_USAGE;
+
+const EXIT_CODES: &str = "Exit codes: 0 all passed (skips allowed); 1 a failure or error of the device, or an interrupted run; 2 usage, configuration or suite errors; 3 could not test (the pre-flight probe failed, or the fatal-failure policy stopped a target before its cases were decided).";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -36,7 +38,7 @@ const USAGE_ERROR: u8 = 2;
     version,
     about = "IDIS / DLMS-COSEM conformance and interoperability test harness",
     long_about = "Runs YAML conformance suites against a meter (TCP/UDP wrapper, HDLC over TCP or serial, optical probe) or the built-in simulated IDIS meter, and writes JUnit reports.",
-    after_help = "Exit codes: 0 all passed (skips allowed); 1 a failure or error of the device, or an interrupted run; 2 usage, configuration or suite errors; 3 could not test (the pre-flight probe failed, or the fatal-failure policy stopped a target)."
+    after_help = EXIT_CODES
 )]
 struct Cli {
     /// When to use colour: auto, always, never (NO_COLOR is honoured).
@@ -49,6 +51,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run suites against a target (default: every suite in suites/ against the built-in simulator).
+    #[command(after_help = EXIT_CODES)]
     Run(Box<RunArgs>),
     /// List the cases of suites, with their tags.
     List(ListArgs),

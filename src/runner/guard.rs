@@ -13,11 +13,19 @@
 //!   and not run, and after `max_lost` such cases in a row the target stops.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
+use tokio::sync::{mpsc, watch};
+
+use super::event::{self, CaseInfo, Diagnostic, Event, Verdict};
+use super::probe::{self, ProbeFailure};
+use super::{RunOptions, plan_case, run_one};
 use crate::profile::DeviceProfile;
-use crate::runner::case::step_expect;
-use crate::suite::LoadedSuite;
+use crate::runner::case::{TargetState, step_expect};
 use crate::suite::model::{Case, Outcome, Step};
+use crate::suite::{LoadedSuite, VarOverrides};
+use crate::transport::link::LinkKind;
+use crate::transport::open;
 
 /// Whether `case` sends malformed or refused input on purpose: a hand-made
 /// frame or APDU, a replay, a deliberately wrong association or key wrap, or a
@@ -129,6 +137,158 @@ impl LostStreak {
 
     pub fn count(&self) -> usize {
         self.count
+    }
+}
+
+/// The pre-flight: the public client reads the probe object; when a selected
+/// case uses the management client, it associates and reads as well.
+pub(super) async fn preflight(
+    t: &mut TargetState,
+    suites: &[LoadedSuite],
+    picked: &[(usize, usize)],
+    overrides: &VarOverrides,
+) -> Result<(), ProbeFailure> {
+    let kind = open::native_kind(&t.spec).unwrap_or(LinkKind::Wrapper);
+    let needs_management = picked.iter().any(|(si, ci)| {
+        let s = &suites[*si];
+        plan_case(t, s, *ci).is_ok()
+            && uses_management(s, *ci, &overrides.vars_for(&s.suite), &t.profile)
+    });
+    let counter_object = if needs_management {
+        t.profile
+            .client_by_role("management")
+            .map(|c| c.counter_object)
+    } else {
+        None
+    };
+    let start = Instant::now();
+    // A meter that serves the probe with a protocol fault can be tested: the
+    // cases about that fault judge it.
+    let counter = match probe::probe(t, "public", kind, None, counter_object, start).await {
+        Ok(ok) => ok.counter,
+        Err(f) if f.not_served() => return Err(f),
+        Err(_) => None,
+    };
+    if needs_management {
+        match probe::probe(t, "management", kind, counter, None, start).await {
+            Err(f) if f.not_served() => return Err(f),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Runs one case with the liveness check around it: when the meter was lost
+/// after an earlier case, it is probed first (and the case is not run if it
+/// still does not answer); after a case that sent malformed or refused input,
+/// or did not pass, the meter is probed on a fresh link.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn guarded_case(
+    t: &mut TargetState,
+    suite: &LoadedSuite,
+    ci: usize,
+    kind: LinkKind,
+    overrides: &VarOverrides,
+    opts: &RunOptions,
+    events: &mpsc::UnboundedSender<Event>,
+    info: &CaseInfo,
+    cancel: &watch::Receiver<bool>,
+    streak: &mut LostStreak,
+) -> (Verdict, Vec<event::TrafficRecord>) {
+    let start = Instant::now();
+    if let Some((since, _)) = streak.since().cloned() {
+        match probe::probe(t, "public", kind, None, None, start).await {
+            Err(f) if f.means_lost() => {
+                streak.lost(&info.case_id, &f.reason());
+                let message = format!(
+                    "not run: the meter has not answered since {since}: {}",
+                    f.reason()
+                );
+                let detail = format!(
+                    "tried first: {}\nthis case is inconclusive: the meter was lost before it started",
+                    f.tried
+                );
+                let d = Diagnostic {
+                    message,
+                    detail,
+                    location: info.location.clone(),
+                };
+                return (Verdict::Error(d), f.traffic);
+            }
+            _ => streak.alive(),
+        }
+    }
+    let (verdict, mut traffic) =
+        run_one(t, suite, ci, kind, overrides, opts, events, info, cancel).await;
+    let bad_input = suite.suite.cases.get(ci).is_some_and(sends_bad_input);
+    let undecided = matches!(verdict, Verdict::Failed(_) | Verdict::Error(_));
+    if !(bad_input || undecided) || *cancel.borrow() {
+        return (verdict, traffic);
+    }
+    match probe::probe(t, "public", kind, None, None, start).await {
+        Err(f) if f.means_lost() => {
+            traffic.extend(f.traffic.iter().cloned());
+            streak.lost(&info.case_id, &f.reason());
+            (liveness_verdict(verdict, bad_input, &f, info), traffic)
+        }
+        _ => {
+            streak.alive();
+            traffic.push(event::TrafficRecord {
+                at: start.elapsed(),
+                direction: event::Direction::Note,
+                layer: "note",
+                hex: String::new(),
+                decoded: "liveness: the meter still answers the probe on a fresh link".into(),
+            });
+            (verdict, traffic)
+        }
+    }
+}
+
+/// The verdict of a case after which the meter no longer answers. A case that
+/// sent bad input and reached the meter is the one that broke it: it fails,
+/// even if its own steps passed. A case that could not decide stays
+/// inconclusive; the loss is added to its explanation.
+fn liveness_verdict(
+    verdict: Verdict,
+    bad_input: bool,
+    f: &ProbeFailure,
+    info: &CaseInfo,
+) -> Verdict {
+    let lost = format!(
+        "the meter stopped answering after this case: {}",
+        f.reason()
+    );
+    let probe = format!("probe on a fresh link: {}", f.tried);
+    match verdict {
+        Verdict::Passed if bad_input => {
+            let detail = format!("{probe}\nthe case's own steps passed");
+            Verdict::Failed(Diagnostic {
+                message: lost,
+                detail,
+                location: info.location.clone(),
+            })
+        }
+        Verdict::Failed(d) if bad_input => {
+            let detail = format!(
+                "{probe}\nthe case's own steps failed first: {}\n{}",
+                d.message, d.detail
+            );
+            Verdict::Failed(Diagnostic {
+                message: lost,
+                detail,
+                location: d.location.or_else(|| info.location.clone()),
+            })
+        }
+        Verdict::Failed(mut d) => {
+            d.detail = format!("{}\n{lost}\n{probe}", d.detail);
+            Verdict::Failed(d)
+        }
+        Verdict::Error(mut d) => {
+            d.detail = format!("{}\n{lost}\n{probe}", d.detail);
+            Verdict::Error(d)
+        }
+        other => other,
     }
 }
 

@@ -522,3 +522,193 @@ async fn exchange(
     let next_ic = c.ended_next_ic.or(live_ic.map(|n| n.saturating_add(1)));
     Ok((value, counter, next_ic))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::server::SimHandle;
+    use crate::sim::{Meter, MeterConfig, Quirk, Quirks};
+
+    fn sim_target(quirks: Quirks, profile: crate::profile::DeviceProfile) -> TargetState {
+        let sim = SimHandle::new(Meter::new(MeterConfig::default(), quirks));
+        TargetState::new(
+            "sim".parse().unwrap(),
+            profile,
+            Some(sim),
+            false,
+            CounterStore::memory(),
+        )
+    }
+
+    fn tcp_target(port: u16, response: Duration) -> TargetState {
+        let mut profile = crate::profile::DeviceProfile::default();
+        profile.timeouts.response = response;
+        profile.timeouts.connect = response;
+        TargetState::new(
+            format!("tcp://127.0.0.1:{port}").parse().unwrap(),
+            profile,
+            None,
+            false,
+            CounterStore::memory(),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_conformant_simulator_serves_the_public_and_the_management_probe() {
+        let mut t = sim_target(
+            Quirks::none(),
+            crate::profile::DeviceProfile::for_simulator(),
+        );
+        let counter_object = t.profile.client(1).map(|c| c.counter_object);
+        let public = probe(
+            &mut t,
+            "public",
+            LinkKind::Wrapper,
+            None,
+            counter_object,
+            Instant::now(),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(public.value, Data::OctetString(_)));
+        let seen = public.counter.expect("the public client reads the counter");
+        probe(
+            &mut t,
+            "management",
+            LinkKind::Hdlc,
+            Some(seen),
+            None,
+            Instant::now(),
+        )
+        .await
+        .unwrap();
+        // The counters the probe used are not used again.
+        assert!(t.counters.get(&1).copied().unwrap_or(0) > seen.saturating_add(1));
+    }
+
+    #[tokio::test]
+    async fn a_wrong_management_key_says_check_the_keys() {
+        let mut profile = crate::profile::DeviceProfile::for_simulator();
+        if let Some(c) = profile.client_mut(1) {
+            c.encryption_key = Some("00112233445566778899AABBCCDDEEFF".parse().unwrap());
+        }
+        let mut t = sim_target(Quirks::none(), profile);
+        let f = probe(
+            &mut t,
+            "management",
+            LinkKind::Wrapper,
+            None,
+            None,
+            Instant::now(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(f.cause, Cause::Keys(_)), "{f:?}");
+        assert!(f.hint().starts_with("check the keys"));
+        assert!(f.reason().contains("deciphering-error"), "{}", f.reason());
+        assert!(f.not_served() && f.means_lost());
+    }
+
+    #[tokio::test]
+    async fn a_protocol_fault_is_a_meter_that_answers() {
+        let mut quirks = Quirks::none();
+        quirks.insert(Quirk::WrongInvokeId);
+        let mut t = sim_target(quirks, crate::profile::DeviceProfile::for_simulator());
+        let f = probe(
+            &mut t,
+            "public",
+            LinkKind::Wrapper,
+            None,
+            None,
+            Instant::now(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(f.cause, Cause::Violation(_)), "{f:?}");
+        assert!(!f.not_served() && !f.means_lost());
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_named() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut t = tcp_target(port, Duration::from_secs(2));
+        let f = probe(
+            &mut t,
+            "public",
+            LinkKind::Wrapper,
+            None,
+            None,
+            Instant::now(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(f.cause, Cause::NothingListening);
+        assert_eq!(
+            f.explain("tcp://x").lines().next(),
+            Some("could not test tcp://x: nothing is listening there (connection refused)")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_port_that_never_answers_is_no_reply_to_the_aarq() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let mut t = tcp_target(port, Duration::from_millis(300));
+        let f = tokio::time::timeout(
+            Duration::from_secs(30),
+            probe(
+                &mut t,
+                "public",
+                LinkKind::Wrapper,
+                None,
+                None,
+                Instant::now(),
+            ),
+        )
+        .await
+        .expect("the probe is bounded by the profile's timeouts")
+        .unwrap_err();
+        hold.abort();
+        assert!(
+            matches!(f.cause, Cause::NoReply { to: "AARQ", .. }),
+            "{f:?}"
+        );
+        assert!(f.hint().contains("use hdlc+tcp://"));
+    }
+
+    #[test]
+    fn refusals_of_a_ciphered_client_point_at_keys_or_counters() {
+        let exc = |service| {
+            Refusal::Exception(ExceptionResponse {
+                state_error: 1,
+                service_error: service,
+                invocation_counter: None,
+            })
+        };
+        assert!(matches!(cause_of_refusal(&exc(5), true), Cause::Keys(_)));
+        assert!(matches!(cause_of_refusal(&exc(6), true), Cause::Counter(_)));
+        assert!(matches!(
+            cause_of_refusal(&exc(5), false),
+            Cause::AssociationRefused(_)
+        ));
+        let rejected = Refusal::Rejected {
+            result: 1,
+            diagnostic: crate::wire::apdu::AcseDiagnostic::User(diag::AUTHENTICATION_FAILURE),
+            initiate_error: None,
+        };
+        assert!(matches!(cause_of_refusal(&rejected, true), Cause::Keys(_)));
+        assert_eq!(
+            describe_refusal(&rejected),
+            "AARE rejected-permanent, user diagnostic authentication-failure(13)"
+        );
+    }
+}
