@@ -234,6 +234,45 @@ fn without_preflight_the_fatal_failure_policy_stops_a_dead_target() {
 }
 
 #[test]
+fn without_preflight_a_silent_port_is_inconclusive_not_a_failure_of_the_meter() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("short.yaml");
+    std::fs::write(
+        &profile,
+        "name: short timeouts\ntimeouts: {response: 1s, connect: 1s, silence: 100ms}\n",
+    )
+    .unwrap();
+    let mut cmd = bin();
+    cmd.args(["run", "--no-progress", "--no-preflight", "--max-lost", "2"])
+        .arg("-t")
+        .arg(format!("tcp://127.0.0.1:{port}"))
+        .arg("--device")
+        .arg(&profile)
+        .arg("--junit")
+        .arg(dir.path().join("junit.xml"));
+    let (out, _) = run_bounded(cmd);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{all}");
+    assert!(
+        !all.contains("FAIL"),
+        "silence from a dead port fails no case:\n{all}"
+    );
+    assert!(
+        all.contains("inconclusive: the meter answered nothing in this case"),
+        "{all}"
+    );
+    assert!(all.contains("Not tested: 65 of 67"), "{all}");
+}
+
+#[test]
 fn a_wrong_management_key_says_to_check_the_keys() {
     let (_sim, port) = Simulator::start(&[]);
     let dir = tempfile::tempdir().unwrap();

@@ -227,9 +227,15 @@ pub(super) async fn guarded_case(
     }
     match probe::probe(t, "public", kind, None, None, start).await {
         Err(f) if f.means_lost() => {
+            let answered = traffic
+                .iter()
+                .any(|r| r.direction == event::Direction::Received);
             traffic.extend(f.traffic.iter().cloned());
             streak.lost(&info.case_id, &f.reason());
-            (liveness_verdict(verdict, bad_input, &f, info), traffic)
+            (
+                liveness_verdict(verdict, bad_input, answered, &f, info),
+                traffic,
+            )
         }
         _ => {
             streak.alive();
@@ -247,11 +253,14 @@ pub(super) async fn guarded_case(
 
 /// The verdict of a case after which the meter no longer answers. A case that
 /// sent bad input and reached the meter is the one that broke it: it fails,
-/// even if its own steps passed. A case that could not decide stays
-/// inconclusive; the loss is added to its explanation.
+/// even if its own steps passed. A case in which the meter never `answered`
+/// found it dead already: it is inconclusive, whatever its steps concluded
+/// from the silence. A case that could not decide stays inconclusive; the loss
+/// is added to its explanation.
 fn liveness_verdict(
     verdict: Verdict,
     bad_input: bool,
+    answered: bool,
     f: &ProbeFailure,
     info: &CaseInfo,
 ) -> Verdict {
@@ -260,6 +269,23 @@ fn liveness_verdict(
         f.reason()
     );
     let probe = format!("probe on a fresh link: {}", f.tried);
+    if !answered {
+        let (own, location) = match &verdict {
+            Verdict::Failed(d) | Verdict::Error(d) => (
+                format!("\nthe case's own steps: {}", d.message),
+                d.location.clone(),
+            ),
+            _ => (String::new(), None),
+        };
+        return Verdict::Error(Diagnostic {
+            message: format!(
+                "inconclusive: the meter answered nothing in this case, nor the probe after it: {}",
+                f.reason()
+            ),
+            detail: format!("{probe}{own}"),
+            location: location.or_else(|| info.location.clone()),
+        });
+    }
     match verdict {
         Verdict::Passed if bad_input => {
             let detail = format!("{probe}\nthe case's own steps passed");
@@ -340,6 +366,62 @@ mod tests {
         let (s, ci) = shipped("wrapper", "WRAPPER_P1");
         let vars = crate::suite::VarOverrides::new().vars_for(&s.suite);
         assert!(!uses_management(&s, ci, &vars, &profile));
+    }
+
+    fn lost_probe() -> ProbeFailure {
+        ProbeFailure {
+            client: "the public client (SAP 16)".into(),
+            tried: "associate as the public client".into(),
+            cause: probe::Cause::NoReply {
+                waited: std::time::Duration::from_secs(2),
+                to: "AARQ",
+            },
+            traffic: vec![],
+        }
+    }
+
+    fn info() -> CaseInfo {
+        CaseInfo {
+            suite_id: "wrapper".into(),
+            suite_title: String::new(),
+            suite_file: "suites/wrapper.yaml".into(),
+            case_id: "WRAPPER_VERSION".into(),
+            case_title: String::new(),
+            checks: String::new(),
+            tags: vec![],
+            location: None,
+            target: "sim".into(),
+        }
+    }
+
+    #[test]
+    fn the_case_that_left_the_meter_unable_to_answer_is_the_one_that_fails() {
+        let f = lost_probe();
+        // Bad input, the meter answered during the case, then not: it broke it.
+        match liveness_verdict(Verdict::Passed, true, true, &f, &info()) {
+            Verdict::Failed(d) => assert!(
+                d.message.starts_with(
+                    "the meter stopped answering after this case: connected, but no reply"
+                ),
+                "{d:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // A normal case that passed is not probed, and keeps its verdict here.
+        assert_eq!(
+            liveness_verdict(Verdict::Passed, false, true, &f, &info()),
+            Verdict::Passed
+        );
+        // The meter answered nothing in the case: it was dead already.
+        let failed = Verdict::Failed(Diagnostic {
+            message: "step 1 (associate): expected success, got silence".into(),
+            detail: String::new(),
+            location: None,
+        });
+        match liveness_verdict(failed, true, false, &f, &info()) {
+            Verdict::Error(d) => assert!(d.message.starts_with("inconclusive:"), "{d:?}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
