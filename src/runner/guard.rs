@@ -197,8 +197,10 @@ pub(super) async fn guarded_case(
 ) -> (Verdict, Vec<event::TrafficRecord>) {
     let start = Instant::now();
     if let Some((since, _)) = streak.since().cloned() {
-        match probe::probe(t, "public", kind, None, None, start).await {
-            Err(f) if f.means_lost() => {
+        match probe_public(t, kind, start, cancel).await {
+            // Interrupted: the case sees it at once and says so.
+            None => {}
+            Some(Err(f)) if f.means_lost() => {
                 streak.lost(&info.case_id, &f.reason());
                 let message = format!(
                     "not run: the meter has not answered since {since}: {}",
@@ -215,7 +217,7 @@ pub(super) async fn guarded_case(
                 };
                 return (Verdict::Error(d), f.traffic);
             }
-            _ => streak.alive(),
+            Some(_) => streak.alive(),
         }
     }
     let (verdict, mut traffic) =
@@ -225,8 +227,9 @@ pub(super) async fn guarded_case(
     if !(bad_input || undecided) || *cancel.borrow() {
         return (verdict, traffic);
     }
-    match probe::probe(t, "public", kind, None, None, start).await {
-        Err(f) if f.means_lost() => {
+    match probe_public(t, kind, start, cancel).await {
+        None => (verdict, traffic),
+        Some(Err(f)) if f.means_lost() => {
             let answered = traffic
                 .iter()
                 .any(|r| r.direction == event::Direction::Received);
@@ -237,7 +240,7 @@ pub(super) async fn guarded_case(
                 traffic,
             )
         }
-        _ => {
+        Some(_) => {
             streak.alive();
             traffic.push(event::TrafficRecord {
                 at: start.elapsed(),
@@ -251,9 +254,24 @@ pub(super) async fn guarded_case(
     }
 }
 
+/// The public probe, unless the run is interrupted first (`None`).
+async fn probe_public(
+    t: &mut TargetState,
+    kind: LinkKind,
+    start: Instant,
+    cancel: &watch::Receiver<bool>,
+) -> Option<Result<probe::ProbeOk, ProbeFailure>> {
+    let mut cancel = cancel.clone();
+    tokio::select! {
+        r = probe::probe(t, "public", kind, None, None, start) => Some(r),
+        _ = cancel.wait_for(|c| *c) => None,
+    }
+}
+
 /// The verdict of a case after which the meter no longer answers. A case that
 /// sent bad input and reached the meter is the one that broke it: it fails,
-/// even if its own steps passed. A case in which the meter never `answered`
+/// even if its own steps passed (or its teardown found the meter gone). A case
+/// in which the meter never `answered`
 /// found it dead already: it is inconclusive, whatever its steps concluded
 /// from the silence. A case that could not decide stays inconclusive; the loss
 /// is added to its explanation.
@@ -286,26 +304,31 @@ fn liveness_verdict(
             location: location.or_else(|| info.location.clone()),
         });
     }
+    if bad_input {
+        let (own, location) = match verdict {
+            Verdict::Failed(d) => (
+                format!(
+                    "the case's own steps failed first: {}\n{}",
+                    d.message, d.detail
+                ),
+                d.location,
+            ),
+            Verdict::Error(d) => (
+                format!(
+                    "the case's own steps could not decide: {}\n{}",
+                    d.message, d.detail
+                ),
+                d.location,
+            ),
+            _ => ("the case's own steps passed".to_owned(), None),
+        };
+        return Verdict::Failed(Diagnostic {
+            message: lost,
+            detail: format!("{probe}\n{own}"),
+            location: location.or_else(|| info.location.clone()),
+        });
+    }
     match verdict {
-        Verdict::Passed if bad_input => {
-            let detail = format!("{probe}\nthe case's own steps passed");
-            Verdict::Failed(Diagnostic {
-                message: lost,
-                detail,
-                location: info.location.clone(),
-            })
-        }
-        Verdict::Failed(d) if bad_input => {
-            let detail = format!(
-                "{probe}\nthe case's own steps failed first: {}\n{}",
-                d.message, d.detail
-            );
-            Verdict::Failed(Diagnostic {
-                message: lost,
-                detail,
-                location: d.location.or_else(|| info.location.clone()),
-            })
-        }
         Verdict::Failed(mut d) => {
             d.detail = format!("{}\n{lost}\n{probe}", d.detail);
             Verdict::Failed(d)
@@ -420,6 +443,25 @@ mod tests {
         });
         match liveness_verdict(failed, true, false, &f, &info()) {
             Verdict::Error(d) => assert!(d.message.starts_with("inconclusive:"), "{d:?}"),
+            other => panic!("{other:?}"),
+        }
+        // Bad input, an answer, then a teardown that found the meter gone: it broke it.
+        let teardown = Verdict::Error(Diagnostic {
+            message: "teardown step 1 (release): no reply within 2s".into(),
+            detail: String::new(),
+            location: None,
+        });
+        match liveness_verdict(teardown, true, true, &f, &info()) {
+            Verdict::Failed(d) => {
+                assert!(
+                    d.message.starts_with("the meter stopped answering"),
+                    "{d:?}"
+                );
+                assert!(
+                    d.detail.contains("could not decide: teardown step 1"),
+                    "{d:?}"
+                );
+            }
             other => panic!("{other:?}"),
         }
     }

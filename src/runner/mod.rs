@@ -236,26 +236,36 @@ async fn run_target(
             .map(|(si, ci)| case_info(&suites[*si], *ci, &name))
             .collect()
     };
-    if opts.preflight
-        && !picked.is_empty()
-        && !*cancel.borrow()
-        && let Err(f) = guard::preflight(&mut target.state, suites, picked, overrides).await
-    {
-        let detail = format!(
-            "{}\n  {} case(s) not run; --no-preflight runs them anyway",
-            f.explain(&name),
-            picked.len()
-        );
-        stop_target(
-            events,
-            summary,
-            &name,
-            format!("could not test {name}: {}", f.reason()),
-            detail,
-            infos(0),
-        )
-        .await;
-        return target;
+    if opts.preflight && !picked.is_empty() {
+        let mut interrupt = cancel.clone();
+        let checked = tokio::select! {
+            r = guard::preflight(&mut target.state, suites, picked, overrides) => Some(r),
+            _ = interrupt.wait_for(|c| *c) => None,
+        };
+        let failed = match checked {
+            None => {
+                summary.lock().await.not_run += picked.len();
+                return target;
+            }
+            Some(r) => r.err(),
+        };
+        if let Some(f) = failed {
+            let detail = format!(
+                "{}\n  {} case(s) not run; --no-preflight runs them anyway",
+                f.explain(&name),
+                picked.len()
+            );
+            stop_target(
+                events,
+                summary,
+                &name,
+                format!("could not test {name}: {}", f.reason()),
+                detail,
+                infos(0),
+            )
+            .await;
+            return target;
+        }
     }
     let mut streak = LostStreak::new(opts.max_lost);
     for (n, (si, ci)) in picked.iter().enumerate() {
@@ -309,7 +319,7 @@ async fn run_target(
             if !rest.is_empty() {
                 let (since, why) = streak.since().cloned().unwrap_or_default();
                 let message = format!(
-                    "stopped testing {name}: {} case(s) in a row could not reach the meter",
+                    "stopped testing {name}: {} case(s) in a row lost the meter",
                     streak.count()
                 );
                 let detail = format!(
