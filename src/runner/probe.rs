@@ -112,7 +112,8 @@ impl ProbeFailure {
                 "the address or port is wrong, or the meter (or its TCP server) is off"
             }
             Cause::CannotConnect(_) => {
-                "the host is unreachable, a firewall drops the connection, or the port cannot be opened"
+                "the host is unreachable or a firewall drops the connection, or the serial port \
+                 does not exist, is in use or may not be opened by this user"
             }
             Cause::NoReply { to: "SNRM", .. } => {
                 "wrong transport or address: HDLC at a meter that speaks the wrapper \
