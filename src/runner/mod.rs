@@ -6,6 +6,13 @@
 //! skipped with the reason. Interruption (Ctrl-C) stops between steps; the
 //! teardown of the running case still runs, and the events of what ran are
 //! complete, so reports are written.
+//!
+//! A dead or misconfigured target ends in seconds ([`guard`]): each target is
+//! probed before its first case ([`probe`]) and stopped with one reason when
+//! the probe fails; after a case that sends bad input the meter is probed
+//! again, so a case that leaves it unable to answer is the one that fails;
+//! and after [`RunOptions::max_lost`] cases in a row lose the meter, the
+//! target stops and its remaining cases are not run.
 
 pub mod case;
 pub mod data;
