@@ -424,12 +424,25 @@ impl<W: Write> Reporter for ConsoleReporter<W> {
             }
             // Said once, in the summary: the cases it did not run are not listed.
             Event::TargetStopped {
-                detail, not_run, ..
+                detail,
+                not_run,
+                traffic,
+                ..
             } => {
                 if let Some(bar) = &self.bar {
                     bar.inc(not_run.len() as u64);
                 }
-                self.stopped.push(detail.clone());
+                let mut text = detail.trim_end().to_owned();
+                if self.verbose && !traffic.is_empty() {
+                    text.push_str("\n  traffic:");
+                    for rec in traffic {
+                        for line in rec.to_string().lines() {
+                            text.push_str("\n  ");
+                            text.push_str(line);
+                        }
+                    }
+                }
+                self.stopped.push(text);
                 return Ok(());
             }
             Event::RunFinished {

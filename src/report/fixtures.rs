@@ -302,6 +302,7 @@ pub(crate) fn stopped_run() -> Vec<Event> {
             ),
             message,
             not_run,
+            traffic: vec![],
         },
         Event::RunFinished {
             summary: Summary {

@@ -349,9 +349,14 @@ impl Reporter for JunitReporter {
                 message,
                 detail,
                 not_run,
+                traffic,
             } => {
                 self.stopped.push((target.clone(), message.clone()));
-                let body = sanitize(&format!("{}\n", detail.trim_end()));
+                let body = format!(
+                    "{}{}",
+                    sanitize(&format!("{}\n", detail.trim_end())),
+                    self.render_traffic(traffic)
+                );
                 for case in not_run {
                     let gi = self.group_index(case);
                     if let Some(g) = self.groups.get_mut(gi) {

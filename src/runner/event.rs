@@ -221,6 +221,9 @@ pub enum Event {
         /// The full explanation: what was tried, the likely cause, what to do.
         detail: String,
         not_run: Vec<CaseInfo>,
+        /// What the pre-flight probe exchanged (empty for a fatal-failure stop:
+        /// the cases that lost the meter carry their own).
+        traffic: Vec<TrafficRecord>,
     },
     RunFinished {
         summary: Summary,

@@ -269,6 +269,7 @@ async fn run_target(
                 format!("could not test {name}: {}", f.reason()),
                 detail,
                 infos(0),
+                f.traffic,
             )
             .await;
             return target;
@@ -336,7 +337,7 @@ async fn run_target(
                     opts.max_lost,
                     rest.len()
                 );
-                stop_target(events, summary, &name, message, detail, rest).await;
+                stop_target(events, summary, &name, message, detail, rest, vec![]).await;
             }
             break;
         }
@@ -352,6 +353,7 @@ async fn stop_target(
     message: String,
     detail: String,
     not_run: Vec<CaseInfo>,
+    traffic: Vec<event::TrafficRecord>,
 ) {
     summary.lock().await.not_tested += not_run.len();
     let _ = events.send(Event::TargetStopped {
@@ -359,6 +361,7 @@ async fn stop_target(
         message,
         detail,
         not_run,
+        traffic,
     });
 }
 
