@@ -1,6 +1,6 @@
 //! The `idis-harness` command line: parses arguments, calls the library, maps
 //! results to exit codes (0 all passed, 1 any failure or error, 2 usage,
-//! configuration or suite errors).
+//! configuration or suite errors, 3 could not test).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,12 +27,15 @@ mod cli;
 use cli::USAGE_ERROR;
 use cli::out::Out;
 
+const EXIT_CODES: &str = "Exit codes: 0 all passed (skips allowed); 1 a failure or error of the device, or an interrupted run; 2 usage, configuration or suite errors; 3 could not test (the pre-flight probe failed, or the fatal-failure policy stopped a target before its cases were decided).";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "idis-harness",
     version,
     about = "IDIS / DLMS-COSEM conformance and interoperability test harness",
-    long_about = "Runs YAML conformance suites against a meter (TCP/UDP wrapper, HDLC over TCP or serial, optical probe) or the built-in simulated IDIS meter, and writes JUnit reports."
+    long_about = "Runs YAML conformance suites against a meter (TCP/UDP wrapper, HDLC over TCP or serial, optical probe) or the built-in simulated IDIS meter, and writes JUnit reports.",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     /// When to use colour: auto, always, never (NO_COLOR is honoured).
@@ -45,6 +48,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run suites against a target (default: every shipped suite against the built-in simulator).
+    #[command(after_help = EXIT_CODES)]
     Run(Box<RunArgs>),
     /// List the cases of suites, with their tags.
     List(cli::list::ListArgs),
@@ -157,6 +161,15 @@ struct RunArgs {
     /// Time limit per case.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     case_timeout: Duration,
+    /// Do not probe the targets before the run (by default the public client,
+    /// and the management client when a case needs it, associate and read the
+    /// probe object; if that fails, nothing runs and the exit code is 3).
+    #[arg(long)]
+    no_preflight: bool,
+    /// Fatal-failure policy: stop a target after this many cases in a row could
+    /// not reach the meter; the rest are not run (exit code 3).
+    #[arg(long, default_value_t = runner::DEFAULT_MAX_LOST as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    max_lost: u64,
     /// Print the traffic of failed cases.
     #[arg(long, short = 'v')]
     verbose: bool,
@@ -358,6 +371,8 @@ async fn cmd_run(a: RunArgs, color: ColorChoice) -> ExitCode {
         fail_fast: a.fail_fast,
         jobs: a.jobs,
         case_timeout: a.case_timeout,
+        preflight: !a.no_preflight,
+        max_lost: usize::try_from(a.max_lost).unwrap_or(usize::MAX),
     };
     let suites = Arc::new(suites);
     let run = tokio::spawn(runner::run(
@@ -393,11 +408,7 @@ async fn cmd_run(a: RunArgs, color: ColorChoice) -> ExitCode {
         eprintln!("error: writing a report failed: {e}");
         return ExitCode::from(USAGE_ERROR);
     }
-    if summary.success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    ExitCode::from(summary.exit_code())
 }
 
 async fn wait_for_signal() {

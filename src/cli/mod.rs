@@ -15,7 +15,7 @@ use idis_harness::sim::Quirk;
 use idis_harness::suite::ValidationContext;
 
 /// Exit code of usage, configuration and suite errors.
-pub const USAGE_ERROR: u8 = 2;
+pub const USAGE_ERROR: u8 = idis_harness::runner::event::EXIT_USAGE;
 
 /// What the suite validator checks names against.
 pub fn validation_context() -> ValidationContext {

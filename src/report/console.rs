@@ -134,6 +134,8 @@ pub struct ConsoleReporter<W: Write> {
     problems: Vec<Problem>,
     /// Cases started and not yet finished.
     running: Vec<CaseInfo>,
+    /// Why targets stopped before their cases ran (shown in the summary).
+    stopped: Vec<String>,
 }
 
 impl<W: Write> std::fmt::Debug for ConsoleReporter<W> {
@@ -174,6 +176,7 @@ impl<W: Write> ConsoleReporter<W> {
             multi_target: false,
             problems: Vec::new(),
             running: Vec::new(),
+            stopped: Vec::new(),
         }
     }
 
@@ -333,8 +336,22 @@ impl<W: Write> ConsoleReporter<W> {
             summary.skipped,
             summary.duration.as_secs_f64()
         );
+        if summary.not_tested > 0 {
+            let selected = summary.total() + summary.not_run + summary.not_tested;
+            let _ = writeln!(
+                s,
+                "{} {} of {selected} selected cases not run",
+                self.paint(AnsiColor::Yellow.on_default().bold(), "Not tested:"),
+                summary.not_tested
+            );
+            for detail in std::mem::take(&mut self.stopped) {
+                for line in sanitize(&detail).trim_end().lines() {
+                    let _ = writeln!(s, "    {line}");
+                }
+            }
+        }
         if interrupted || summary.not_run > 0 {
-            let selected = total + summary.not_run;
+            let selected = summary.total() + summary.not_run + summary.not_tested;
             let not_run = format!(
                 "{} of {selected} selected {} not run",
                 summary.not_run,
@@ -462,6 +479,29 @@ impl<W: Write> Reporter for ConsoleReporter<W> {
                 }
                 text
             }
+            // Said once, in the summary: the cases it did not run are not listed.
+            Event::TargetStopped {
+                detail,
+                not_run,
+                traffic,
+                ..
+            } => {
+                if let Some(bar) = &self.bar {
+                    bar.inc(not_run.len() as u64);
+                }
+                let mut text = detail.trim_end().to_owned();
+                if self.verbose && !traffic.is_empty() {
+                    text.push_str("\n  traffic:");
+                    for rec in traffic {
+                        for line in rec.to_string().lines() {
+                            text.push_str("\n  ");
+                            text.push_str(line);
+                        }
+                    }
+                }
+                self.stopped.push(text);
+                return Ok(());
+            }
             Event::RunFinished {
                 summary,
                 interrupted,
@@ -535,6 +575,22 @@ Interrupted: run stopped early, 3 of 4 selected cases not run
     fn golden_output_of_an_interrupted_run() {
         let got = render(&fixtures::interrupted_run(), ColorChoice::Never, false);
         assert_eq!(got, GOLDEN_INTERRUPTED, "actual:\n{got}");
+    }
+
+    #[test]
+    fn a_stopped_target_is_explained_once_in_the_summary() {
+        let got = render(&fixtures::stopped_run(), ColorChoice::Never, false);
+        assert_eq!(got.matches("connection refused").count(), 1, "{got}");
+        assert!(
+            got.contains("Not tested: 3 of 3 selected cases not run"),
+            "{got}"
+        );
+        assert!(
+            got.contains("      tried: associate as the public client"),
+            "{got}"
+        );
+        assert!(!got.contains("SKIP") && !got.contains("ERROR"), "{got}");
+        assert!(!got.contains("Interrupted"), "{got}");
     }
 
     #[test]

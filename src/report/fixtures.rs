@@ -214,6 +214,7 @@ pub(crate) fn full_run() -> Vec<Event> {
             errors: 1,
             skipped: 1,
             not_run: 0,
+            not_tested: 0,
             duration: Duration::from_millis(2345),
         },
         interrupted: false,
@@ -258,9 +259,58 @@ pub(crate) fn interrupted_run() -> Vec<Event> {
             errors: 0,
             skipped: 0,
             not_run: 3,
+            not_tested: 0,
             duration: Duration::from_millis(1500),
         },
         interrupted: true,
     });
     ev
+}
+
+/// A run whose only target failed its pre-flight: nothing ran, three cases
+/// are not run, with one reason.
+pub(crate) fn stopped_run() -> Vec<Event> {
+    let tcp = tcp();
+    let not_run = vec![
+        case("clock", "CLOCK_1", "Clock time is readable", &tcp.name, 5),
+        case("clock", "CLOCK_2", "Clock set needs HLS", &tcp.name, 12),
+        case(
+            "replay-rejection",
+            "SYMSEC_0_FraCount_1",
+            "An exact replay is rejected",
+            &tcp.name,
+            30,
+        ),
+    ];
+    let message = format!(
+        "could not test {}: nothing is listening there (connection refused)",
+        tcp.name
+    );
+    vec![
+        Event::RunStarted {
+            started: t0(),
+            targets: vec![tcp.clone()],
+            cases: 3,
+            harness_version: "0.1.0".into(),
+        },
+        Event::TargetStopped {
+            target: tcp.name.clone(),
+            detail: format!(
+                "{message}\n  tried: associate as the public client (SAP 16, no authentication) \
+                 and read class 1 0-0:42.0.0.255 attribute 2\n  \
+                 likely cause: the address or port is wrong"
+            ),
+            message,
+            not_run,
+            traffic: vec![],
+        },
+        Event::RunFinished {
+            summary: Summary {
+                not_tested: 3,
+                duration: Duration::from_millis(20),
+                ..Summary::default()
+            },
+            interrupted: false,
+        },
+    ]
 }

@@ -48,6 +48,8 @@ pub struct JunitReporter {
     total_time: Option<Duration>,
     /// `Some(not_run)` once an interrupted `RunFinished` arrived.
     interrupted: Option<usize>,
+    /// Targets that stopped before their cases ran: (target, why).
+    stopped: Vec<(String, String)>,
     max_case_output: usize,
     now: fn() -> SystemTime,
 }
@@ -104,6 +106,7 @@ impl JunitReporter {
             running: Vec::new(),
             total_time: None,
             interrupted: None,
+            stopped: Vec::new(),
             max_case_output: DEFAULT_MAX_CASE_OUTPUT,
             now: SystemTime::now,
         }
@@ -243,6 +246,11 @@ impl JunitReporter {
         }
         props.push(("suite.file", g.suite_file.display().to_string()));
         props.push(("suite.title", g.suite_title.clone()));
+        for (target, why) in &self.stopped {
+            if *target == g.target {
+                props.push(("target.not-tested", why.clone()));
+            }
+        }
         if let Some(not_run) = self.interrupted {
             props.push(("run.interrupted", "true".to_owned()));
             props.push(("run.not-run", not_run.to_string()));
@@ -334,6 +342,31 @@ impl Reporter for JunitReporter {
                         duration: *duration,
                         system_out,
                     });
+                }
+            }
+            Event::TargetStopped {
+                target,
+                message,
+                detail,
+                not_run,
+                traffic,
+            } => {
+                self.stopped.push((target.clone(), message.clone()));
+                let body = format!(
+                    "{}{}",
+                    sanitize(&format!("{}\n", detail.trim_end())),
+                    self.render_traffic(traffic)
+                );
+                for case in not_run {
+                    let gi = self.group_index(case);
+                    if let Some(g) = self.groups.get_mut(gi) {
+                        g.cases.push(Done {
+                            case: case.clone(),
+                            verdict: Some(Verdict::Skipped(format!("not run: {message}"))),
+                            duration: Duration::ZERO,
+                            system_out: body.clone(),
+                        });
+                    }
                 }
             }
             Event::RunFinished {
@@ -717,6 +750,32 @@ mod tests {
             xml, want,
             "rerun with UPDATE_GOLDEN=1 to accept; actual:\n{xml}"
         );
+    }
+
+    #[test]
+    fn cases_of_a_stopped_target_are_listed_as_not_run_and_validate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junit.xml");
+        run(&fixtures::stopped_run(), path.clone());
+        assert_valid(&path);
+        let report = parse(&path);
+        assert_eq!((report.tests, report.failures, report.errors), (3, 0, 0));
+        for suite in &report.test_suites {
+            for case in &suite.test_cases {
+                match &case.status {
+                    TestCaseStatus::Skipped { message, .. } => assert!(
+                        message
+                            .as_deref()
+                            .unwrap_or_default()
+                            .starts_with("not run: could not test tcp://"),
+                        "{message:?}"
+                    ),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        let xml = std::fs::read_to_string(&path).unwrap();
+        assert!(xml.contains("target.not-tested"), "{xml}");
     }
 
     #[test]

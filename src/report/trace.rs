@@ -203,6 +203,8 @@ impl Reporter for TraceWriter {
                 }
                 self.write_case(case, Some(verdict), Some(*duration), traffic)?;
             }
+            // The cases a stopped target did not run exchanged nothing.
+            Event::TargetStopped { .. } => {}
             Event::RunFinished { .. } => {
                 // Cases caught running: keep what they exchanged.
                 let mut first_err = None;

@@ -297,7 +297,7 @@ fn tpl_text<T: std::fmt::Display>(t: &m::Tpl<T>) -> String {
     }
 }
 
-fn step_expect(step: &Step) -> Option<&Expect> {
+pub(crate) fn step_expect(step: &Step) -> Option<&Expect> {
     match step {
         Step::Connect(s) => s.expect.as_ref(),
         Step::Disconnect(s) => s.expect.as_ref(),
@@ -348,7 +348,9 @@ fn observed_from_link(e: &LinkError) -> Option<Observed> {
         LinkError::Garbled(why) => Some(Observed::Other(format!("garbled reply: {why}"))),
         LinkError::Hdlc(why) => Some(Observed::Other(format!("HDLC: {why}"))),
         LinkError::Stalled { .. } => Some(Observed::Other(e.to_string())),
-        LinkError::Connect(_) | LinkError::Io(_) | LinkError::Usage(_) => None,
+        LinkError::Connect(_) | LinkError::Refused(_) | LinkError::Io(_) | LinkError::Usage(_) => {
+            None
+        }
     }
 }
 

@@ -144,15 +144,41 @@ pub struct Summary {
     pub skipped: usize,
     /// Cases selected but not run (fail-fast or interruption).
     pub not_run: usize,
+    /// Cases not run because their target could not be tested: its pre-flight
+    /// probe failed, or the fatal-failure policy stopped it (see [`Event::TargetStopped`]).
+    pub not_tested: usize,
     pub duration: Duration,
 }
+
+/// Exit code: every case passed (skips allowed).
+pub const EXIT_PASSED: u8 = 0;
+/// Exit code: a failure or error of the device, or an interrupted run.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: usage, configuration or suite errors.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: could not test (a pre-flight probe failed, or the fatal-failure
+/// policy stopped a target before its cases were decided).
+pub const EXIT_COULD_NOT_TEST: u8 = 3;
 
 impl Summary {
     pub fn total(&self) -> usize {
         self.passed + self.failed + self.errors + self.skipped
     }
     pub fn success(&self) -> bool {
-        self.failed == 0 && self.errors == 0 && self.not_run == 0
+        self.failed == 0 && self.errors == 0 && self.not_run == 0 && self.not_tested == 0
+    }
+    /// The exit code of the run: a failure of the device wins (1), then a
+    /// target that could not be tested (3), then errors or an interruption (1).
+    pub fn exit_code(&self) -> u8 {
+        if self.failed > 0 {
+            EXIT_FAILED
+        } else if self.not_tested > 0 {
+            EXIT_COULD_NOT_TEST
+        } else if self.success() {
+            EXIT_PASSED
+        } else {
+            EXIT_FAILED
+        }
     }
 }
 
@@ -183,6 +209,20 @@ pub enum Event {
         verdict: Verdict,
         duration: Duration,
         /// All traffic of the case, in order.
+        traffic: Vec<TrafficRecord>,
+    },
+    /// A target stopped before all its cases ran: its pre-flight probe failed,
+    /// or the fatal-failure policy ended it after cases in a row lost the
+    /// meter. `not_run` lists the cases that were not run, with this reason.
+    TargetStopped {
+        target: String,
+        /// One line, e.g. `could not test tcp://127.0.0.1:4059: nothing is listening there (connection refused)`.
+        message: String,
+        /// The full explanation: what was tried, the likely cause, what to do.
+        detail: String,
+        not_run: Vec<CaseInfo>,
+        /// What the pre-flight probe exchanged (empty for a fatal-failure stop:
+        /// the cases that lost the meter carry their own).
         traffic: Vec<TrafficRecord>,
     },
     RunFinished {

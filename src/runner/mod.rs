@@ -6,12 +6,21 @@
 //! skipped with the reason. Interruption (Ctrl-C) stops between steps; the
 //! teardown of the running case still runs, and the events of what ran are
 //! complete, so reports are written.
+//!
+//! A dead or misconfigured target ends in seconds ([`guard`]): each target is
+//! probed before its first case ([`probe`]) and stopped with one reason when
+//! the probe fails; after a case that sends bad input the meter is probed
+//! again, so a case that leaves it unable to answer is the one that fails;
+//! and after [`RunOptions::max_lost`] cases in a row lose the meter, the
+//! target stops and its remaining cases are not run.
 
 pub mod case;
 pub mod data;
 pub mod event;
+pub mod guard;
 pub mod monitor;
 pub mod outcome;
+pub mod probe;
 pub mod selection;
 
 use std::collections::BTreeMap;
@@ -24,6 +33,7 @@ use crate::suite::{LoadedSuite, VarOverrides};
 use crate::transport::link::LinkKind;
 use case::{CaseRun, TargetState};
 use event::{CaseInfo, Event, SourceLocation, Summary, TargetInfo, Verdict};
+use guard::LostStreak;
 pub use selection::Selection;
 
 /// How to run.
@@ -35,7 +45,16 @@ pub struct RunOptions {
     pub jobs: usize,
     /// Time limit of a case unless it sets its own.
     pub case_timeout: Duration,
+    /// Probe each target before its first case, and stop it with one message
+    /// when the probe fails.
+    pub preflight: bool,
+    /// The fatal-failure policy: stop a target after this many cases in a row
+    /// lost the meter.
+    pub max_lost: usize,
 }
+
+/// The default of [`RunOptions::max_lost`].
+pub const DEFAULT_MAX_LOST: usize = 3;
 
 impl Default for RunOptions {
     fn default() -> Self {
@@ -44,6 +63,8 @@ impl Default for RunOptions {
             fail_fast: false,
             jobs: 1,
             case_timeout: Duration::from_secs(60),
+            preflight: true,
+            max_lost: DEFAULT_MAX_LOST,
         }
     }
 }
@@ -214,6 +235,47 @@ async fn run_target(
     stop: &std::sync::atomic::AtomicBool,
 ) -> Target {
     let name = target.info.name.clone();
+    let infos = |from: usize| -> Vec<CaseInfo> {
+        picked
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .map(|(si, ci)| case_info(&suites[*si], *ci, &name))
+            .collect()
+    };
+    if opts.preflight && !picked.is_empty() {
+        let mut interrupt = cancel.clone();
+        let checked = tokio::select! {
+            r = guard::preflight(&mut target.state, suites, picked, overrides) => Some(r),
+            _ = interrupt.wait_for(|c| *c) => None,
+        };
+        let failed = match checked {
+            None => {
+                summary.lock().await.not_run += picked.len();
+                return target;
+            }
+            Some(r) => r.err(),
+        };
+        if let Some(f) = failed {
+            let detail = format!(
+                "{}\n  {} case(s) not run; --no-preflight runs them anyway",
+                f.explain(&name),
+                picked.len()
+            );
+            stop_target(
+                events,
+                summary,
+                &name,
+                format!("could not test {name}: {}", f.reason()),
+                detail,
+                infos(0),
+                f.traffic,
+            )
+            .await;
+            return target;
+        }
+    }
+    let mut streak = LostStreak::new(opts.max_lost);
     for (n, (si, ci)) in picked.iter().enumerate() {
         if *cancel.borrow() || stop.load(std::sync::atomic::Ordering::Relaxed) {
             summary.lock().await.not_run += picked.len() - n;
@@ -227,7 +289,7 @@ async fn run_target(
         let (verdict, traffic) = match plan_case(&target.state, suite, *ci, &vars) {
             Err(reason) => (Verdict::Skipped(reason), vec![]),
             Ok(kind) => {
-                run_one(
+                guard::guarded_case(
                     &mut target.state,
                     suite,
                     *ci,
@@ -237,6 +299,7 @@ async fn run_target(
                     events,
                     &info,
                     cancel,
+                    &mut streak,
                 )
                 .await
             }
@@ -259,6 +322,25 @@ async fn run_target(
         });
         if bad && opts.fail_fast {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        if streak.exhausted() {
+            let rest = infos(n + 1);
+            if !rest.is_empty() {
+                let (since, why) = streak.since().cloned().unwrap_or_default();
+                let message = format!(
+                    "stopped testing {name}: {} case(s) in a row lost the meter",
+                    streak.count()
+                );
+                let detail = format!(
+                    "{message} (the fatal-failure policy, --max-lost {})\n  \
+                     the meter has not answered since {since}: {why}\n  \
+                     {} case(s) not run",
+                    opts.max_lost,
+                    rest.len()
+                );
+                stop_target(events, summary, &name, message, detail, rest, vec![]).await;
+            }
+            break;
         }
     }
     report_monitors(&target, events, summary).await;
@@ -319,6 +401,26 @@ async fn report_monitors(
             traffic: vec![],
         });
     }
+}
+
+/// Reports that `target` stops, with the cases it does not run.
+async fn stop_target(
+    events: &mpsc::UnboundedSender<Event>,
+    summary: &Mutex<Summary>,
+    target: &str,
+    message: String,
+    detail: String,
+    not_run: Vec<CaseInfo>,
+    traffic: Vec<event::TrafficRecord>,
+) {
+    summary.lock().await.not_tested += not_run.len();
+    let _ = events.send(Event::TargetStopped {
+        target: target.to_owned(),
+        message,
+        detail,
+        not_run,
+        traffic,
+    });
 }
 
 #[allow(clippy::too_many_arguments)]

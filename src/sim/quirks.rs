@@ -109,6 +109,7 @@ quirks! {
     AnswersUnknownWport = "answers-unknown-wport": "answers wrapper frames addressed to an unknown wPort",
     FramesBySegment = "frames-by-segment": "takes each TCP read as one wrapper frame instead of following the length field",
     ForgetsStateOnRestart = "forgets-state-on-restart": "comes back from a restart with the keys, counters and policies it was configured with, not the ones it had",
+    StopsAfterWrongWrapperVersion = "stops-after-wrong-wrapper-version": "stops answering requests on every connection (until restarted) after it receives a wrapper frame whose version is not 1",
     // COSEM objects.
     WrongInvokeId = "wrong-invoke-id": "answers with a different invoke-id than the request's",
     ServesUndefinedObject = "serves-undefined-object": "answers a GET of an object it does not have with data (null) instead of object-undefined",

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,7 +17,7 @@ use crate::session::hdlc::{HdlcServer, ServerConfig, ServerEvent, ServerLinkFaul
 use crate::sim::{Connection, Meter, Quirk};
 use crate::transport::link::{BoxStream, ByteStream};
 use crate::wire::hdlc::{Address, LinkParams};
-use crate::wire::wrapper::{WrapperDeframer, WrapperFrame};
+use crate::wire::wrapper::{WrapperDeframer, WrapperError, WrapperFrame};
 
 /// A meter shared by the connections that serve it.
 #[derive(Clone)]
@@ -26,6 +26,8 @@ pub struct SharedMeter {
     connections: Arc<AtomicU64>,
     /// Restarts so far: a connection from before a restart is dropped.
     restarts: Arc<AtomicU64>,
+    /// Set when a quirk made the meter stop answering (it stays so until restarted).
+    hung: Arc<AtomicBool>,
     /// Called with one line per association event, when set.
     log: Option<Arc<dyn Fn(String) + Send + Sync>>,
     /// Called after a request that changed the meter's memory ([`crate::sim::meter::MeterState`]), when set.
@@ -53,6 +55,7 @@ impl SharedMeter {
             meter: Arc::new(Mutex::new(meter)),
             connections: Arc::new(AtomicU64::new(0)),
             restarts: Arc::new(AtomicU64::new(0)),
+            hung: Arc::new(AtomicBool::new(false)),
             log: None,
             on_change: None,
         }
@@ -81,6 +84,7 @@ impl SharedMeter {
     /// meter comes back from its memory (see [`Meter::restart`]).
     pub fn restart(&self) {
         self.lock().restart();
+        self.hung.store(false, Ordering::SeqCst);
         self.restarts.fetch_add(1, Ordering::SeqCst);
         if let Some(f) = &self.on_change {
             f();
@@ -102,8 +106,16 @@ impl SharedMeter {
         }
     }
 
+    /// Whether the meter stopped answering (a quirk: a firmware that locks up).
+    pub fn is_hung(&self) -> bool {
+        self.hung.load(Ordering::Relaxed)
+    }
+
     /// Handles one request and applies what waits for the response; returns the response.
     fn handle(&self, conn: &mut Connection, client: u16, request: &[u8]) -> Option<Vec<u8>> {
+        if self.is_hung() {
+            return None;
+        }
         let before = conn.associated_client();
         let mut m = self.lock();
         let state_before = self.on_change.as_ref().map(|_| m.state.clone());
@@ -130,13 +142,14 @@ pub async fn serve_wrapper<S: ByteStream>(
     meter: SharedMeter,
     mut stream: S,
 ) -> std::io::Result<()> {
-    let (wport, answer_unknown, any_version, by_segment) = {
+    let (wport, answer_unknown, any_version, by_segment, hangs_on_version) = {
         let m = meter.lock();
         (
             m.config.wport,
             m.quirks.has(Quirk::AnswersUnknownWport),
             m.quirks.has(Quirk::AcceptsWrongWrapperVersion),
             m.quirks.has(Quirk::FramesBySegment),
+            m.quirks.has(Quirk::StopsAfterWrongWrapperVersion),
         )
     };
     let mut conn = meter.new_connection();
@@ -156,6 +169,10 @@ pub async fn serve_wrapper<S: ByteStream>(
                 match frame {
                     Ok(f) => frames.push(f),
                     Err(e) => {
+                        if hangs_on_version && matches!(e, WrapperError::BadVersion(_)) {
+                            meter.hung.store(true, Ordering::Relaxed);
+                            meter.log(|| format!("{e}: the meter stops answering (quirk)"));
+                        }
                         // The stream is out of step: drop the connection.
                         meter.log(|| format!("closing a wrapper connection: {e}"));
                         return Ok(());

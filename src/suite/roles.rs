@@ -46,7 +46,7 @@ impl From<ClientName> for ClientNameKey {
 }
 
 impl ClientNameKey {
-    fn name(&self) -> ClientName {
+    pub fn name(&self) -> ClientName {
         match self {
             ClientNameKey::Sap(n) => ClientName::Sap(*n),
             ClientNameKey::Role(r) => ClientName::Role(r.clone()),

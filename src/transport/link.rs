@@ -37,6 +37,9 @@ pub enum LinkError {
     Stalled { len: usize, limit: Duration },
     #[error("cannot connect: {0}")]
     Connect(String),
+    /// Nothing listens at the address: the connection was refused.
+    #[error("nothing is listening at {0} (connection refused)")]
+    Refused(String),
     #[error("I/O error: {0}")]
     Io(String),
     /// The device sent something, but nothing valid: the text says what.

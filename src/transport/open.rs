@@ -175,7 +175,10 @@ pub async fn open(
             let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(&addr))
                 .await
                 .map_err(|_| bounded(addr.clone()))?
-                .map_err(|e| LinkError::Connect(format!("{addr}: {e}")))?;
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::ConnectionRefused => LinkError::Refused(addr.clone()),
+                    _ => LinkError::Connect(format!("{addr}: {e}")),
+                })?;
             let _ = stream.set_nodelay(true);
             if matches!(target.endpoint, Endpoint::HdlcTcp { .. }) {
                 Ok(Link::hdlc(
