@@ -403,6 +403,11 @@ impl CounterStore {
         self.next.get(key).copied()
     }
 
+    /// Every entry, in key order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.next.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+
     /// Records that counters below `next` are used.
     pub fn advance(&mut self, key: &str, next: u32) {
         let e = self.next.entry(key.to_owned()).or_insert(0);

@@ -373,6 +373,7 @@ async fn cmd_run(a: RunArgs, color: ColorChoice) -> ExitCode {
         case_timeout: a.case_timeout,
         preflight: !a.no_preflight,
         max_lost: usize::try_from(a.max_lost).unwrap_or(usize::MAX),
+        ..RunOptions::default()
     };
     let suites = Arc::new(suites);
     let run = tokio::spawn(runner::run(

@@ -3,10 +3,13 @@
 //! is blamed on that case, not on the ones after it. Each run is bounded so
 //! the test cannot hang (the bound is generous; timing is not asserted tightly).
 
+mod common;
+
+use common::{Simulator, free_port};
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// No run here should come near this; a run that does is a hang.
@@ -93,47 +96,6 @@ fn xmllint(report: &Path) {
         report.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// A loopback port nothing listens on (bound, then released).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    l.local_addr().expect("local address").port()
-}
-
-/// `idis-harness simulate` in a child process; killed when dropped.
-struct Simulator(Child);
-
-impl Simulator {
-    fn start(args: &[&str]) -> (Simulator, u16) {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let child = bin()
-            .args(["simulate", "--listen", &listen])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the simulator starts");
-        let sim = Simulator(child);
-        let addr: SocketAddr = listen.parse().expect("an address");
-        let t0 = Instant::now();
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "the simulator did not listen on {listen}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        (sim, port)
-    }
-}
-
-impl Drop for Simulator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn count(haystack: &str, needle: &str) -> usize {

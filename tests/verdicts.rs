@@ -3,6 +3,8 @@
 //! (ERROR, "precondition failed: ..."), never FAILED; only the case whose
 //! point the fault is fails.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -131,4 +133,51 @@ fn link_faults_outside_the_link_cases_fail_the_link_monitor_once() {
     let good = run_source_with(&[]);
     assert_eq!(verdict_of(&good, "LONG_READ"), &Verdict::Passed);
     assert_eq!(verdict_of(&good, "MONITOR_HDLC_LINK"), &Verdict::Passed);
+}
+
+/// `idis-harness run` against `tcp://127.0.0.1:port` with a counter state file.
+fn run_against(port: u16, state: &std::path::Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_idis-harness"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("NO_COLOR", "1")
+        .args(["run", "-t", &format!("tcp://127.0.0.1:{port}")])
+        .args([
+            "--id",
+            "SYMSEC_0_FraCount_1",
+            "--id",
+            "MONITOR_SERVER_NONCE",
+            "--state",
+        ])
+        .arg(state)
+        .arg("--junit")
+        .arg(state.with_extension("xml"))
+        .output()
+        .expect("the harness runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_meter_that_comes_back_with_its_old_counters_fails_the_nonce_monitor_across_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("counters.yaml");
+    // One long-lived meter: two runs, counters go on.
+    let (sim, port) = common::Simulator::start(&[]);
+    for _ in 0..2 {
+        let out = run_against(port, &state);
+        assert!(out.contains("PASS") && !out.contains("FAIL"), "{out}");
+    }
+    drop(sim);
+    // The same meter (keys, system title) back without its memory: its own
+    // counter starts again, under the same key, as the Gurux peer's does.
+    let (_sim, port) = common::Simulator::start(&[]);
+    let out = run_against(port, &state);
+    let monitor = out
+        .lines()
+        .find(|l| l.contains("MONITOR_SERVER_NONCE"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(monitor.starts_with("FAIL"), "{out}");
+    assert!(
+        out.contains("an earlier run already saw counters up to"),
+        "{out}"
+    );
 }

@@ -66,6 +66,11 @@ impl TargetState {
             .server_system_title
             .map(|t| t.to_string())
             .unwrap_or_else(|| spec.text.clone());
+        let earlier = if sim.is_none() {
+            crate::runner::monitor::marks_from_store(&store)
+        } else {
+            Default::default()
+        };
         TargetState {
             spec,
             original: profile.clone(),
@@ -73,7 +78,9 @@ impl TargetState {
             sim,
             strict,
             counters: BTreeMap::new(),
-            monitors: crate::runner::monitor::Monitors::new(),
+            // The built-in simulator starts afresh every run: only a real
+            // meter's counters carry over from earlier runs.
+            monitors: crate::runner::monitor::Monitors::new().with_earlier(earlier),
             store,
             device_id,
             port: None,

@@ -51,6 +51,8 @@ pub struct RunOptions {
     /// The fatal-failure policy: stop a target after this many cases in a row
     /// lost the meter.
     pub max_lost: usize,
+    /// The run monitors to report (all by default; `run` keeps those the selection names).
+    pub monitors: Vec<monitor::MonitorDef>,
 }
 
 /// The default of [`RunOptions::max_lost`].
@@ -65,6 +67,7 @@ impl Default for RunOptions {
             case_timeout: Duration::from_secs(60),
             preflight: true,
             max_lost: DEFAULT_MAX_LOST,
+            monitors: monitor::MONITORS.to_vec(),
         }
     }
 }
@@ -175,10 +178,12 @@ pub async fn run(
 ) -> (Summary, Vec<Target>) {
     let started = Instant::now();
     let picked = selected(&suites, &selection);
+    let mut opts = opts;
+    opts.monitors.retain(|m| selection.selects_monitor(m.id));
     let _ = events.send(Event::RunStarted {
         started: SystemTime::now(),
         targets: targets.iter().map(|t| t.info.clone()).collect(),
-        cases: (picked.len() + monitor::MONITORS.len()) * targets.len(),
+        cases: (picked.len() + opts.monitors.len()) * targets.len(),
         harness_version: env!("CARGO_PKG_VERSION").to_string(),
     });
     let summary = Arc::new(Mutex::new(Summary::default()));
@@ -343,18 +348,26 @@ async fn run_target(
             break;
         }
     }
-    report_monitors(&target, events, summary).await;
+    report_monitors(&target, &opts.monitors, events, summary).await;
+    if target.state.sim.is_none() {
+        let marks = target.state.monitors.marks();
+        monitor::marks_to_store(&marks, &mut target.state.store);
+    }
     target
 }
 
 /// Each monitor's verdict over what ran against `target`, as a case of the suite `monitors`.
 async fn report_monitors(
     target: &Target,
+    selected: &[monitor::MonitorDef],
     events: &mpsc::UnboundedSender<Event>,
     summary: &Mutex<Summary>,
 ) {
     use monitor::MonitorVerdict;
     for (def, v) in target.state.monitors.verdicts() {
+        if !selected.contains(&def) {
+            continue;
+        }
         let info = CaseInfo {
             suite_id: monitor::SUITE.into(),
             suite_title: "Monitors over all the traffic of the run".into(),

@@ -140,6 +140,30 @@ pub struct Monitors {
 /// Where the meter's counter stood at the end of a run, per key, for `--state`.
 pub type CounterMarks = BTreeMap<(String, String), u32>;
 
+/// How the meter's counter marks are named in the counter store (`--state`):
+/// `meter-counter/<system title>/key-<key identity>` (the identity is a GMAC
+/// of a fixed label, not the key).
+const STORE_PREFIX: &str = "meter-counter/";
+
+/// The marks kept in a counter store.
+pub fn marks_from_store(store: &crate::client::CounterStore) -> CounterMarks {
+    store
+        .entries()
+        .filter_map(|(k, v)| {
+            let rest = k.strip_prefix(STORE_PREFIX)?;
+            let (title, key) = rest.split_once("/key-")?;
+            Some(((key.to_owned(), title.to_owned()), v))
+        })
+        .collect()
+}
+
+/// Keeps `marks` in a counter store, never lowering one.
+pub fn marks_to_store(marks: &CounterMarks, store: &mut crate::client::CounterStore) {
+    for ((key, title), ic) in marks {
+        store.advance(&format!("{STORE_PREFIX}{title}/key-{key}"), *ic);
+    }
+}
+
 impl Monitors {
     pub fn new() -> Self {
         Monitors::default()
@@ -411,6 +435,16 @@ mod tests {
         m.record("B", 1, Some("k2"), &rec(&general_glo(1)));
         assert_eq!(m.verdicts()[0].1, MonitorVerdict::Passed(5));
         assert_eq!(m.verdicts()[1].1, MonitorVerdict::NothingSeen);
+    }
+
+    #[test]
+    fn counter_marks_round_trip_through_the_counter_store() {
+        let mut m = Monitors::new();
+        m.record("A", 1, Some("k1"), &rec(&general_glo(9)));
+        let mut store = crate::client::CounterStore::memory();
+        marks_to_store(&m.marks(), &mut store);
+        assert_eq!(marks_from_store(&store), m.marks());
+        assert!(!m.marks().is_empty());
     }
 
     #[test]

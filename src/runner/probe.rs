@@ -615,7 +615,8 @@ mod tests {
         let mut quirks = Quirks::none();
         quirks.insert(Quirk::WrongInvokeId);
         let mut t = sim_target(quirks, crate::profile::DeviceProfile::for_simulator());
-        let f = probe(
+        // A wrong invoke-id is noted for MONITOR_INVOKE_ID, not held against the probe.
+        let ok = probe(
             &mut t,
             "public",
             LinkKind::Wrapper,
@@ -623,10 +624,8 @@ mod tests {
             None,
             Instant::now(),
         )
-        .await
-        .unwrap_err();
-        assert!(matches!(f.cause, Cause::Violation(_)), "{f:?}");
-        assert!(!f.not_served() && !f.means_lost());
+        .await;
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     #[tokio::test]

@@ -55,6 +55,16 @@ impl Selection {
         id_ok && tag_ok && !skip
     }
 
+    /// Whether the run monitor `id` (suite `monitors`, tag `monitor`) is
+    /// reported: with no `--id`, or an `--id` naming it; and the tags allow it.
+    pub fn selects_monitor(&self, id: &str) -> bool {
+        let suite = crate::runner::monitor::SUITE;
+        let tag = "monitor".to_string();
+        let id_ok = self.ids.is_empty() || self.ids.iter().any(|s| id_matches(s, suite, id));
+        let tag_ok = self.tags.is_empty() || self.tags.contains(&tag);
+        id_ok && tag_ok && !self.skip_tags.contains(&tag)
+    }
+
     /// The `--id` values that name no case of `suites` (tags aside), each
     /// with its near misses; and malformed patterns.
     pub fn unmatched_ids(&self, suites: &[LoadedSuite]) -> Vec<UnmatchedId> {
@@ -66,6 +76,11 @@ impl Selection {
                     .iter()
                     .map(move |c| (s.suite.suite.as_str(), c.id.as_str()))
             })
+            .chain(
+                crate::runner::monitor::MONITORS
+                    .iter()
+                    .map(|m| (crate::runner::monitor::SUITE, m.id)),
+            )
             .collect();
         let mut out = Vec::new();
         for given in &self.ids {

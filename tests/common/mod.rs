@@ -66,3 +66,44 @@ impl Drop for PtyPair {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// A loopback port nothing listens on (bound, then released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    l.local_addr().expect("local address").port()
+}
+
+/// `idis-harness simulate` in a child process; killed when dropped.
+pub struct Simulator(Child);
+
+impl Simulator {
+    pub fn start(args: &[&str]) -> (Simulator, u16) {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_idis-harness"))
+            .args(["simulate", "--listen", &listen])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the simulator starts");
+        let sim = Simulator(child);
+        let addr: std::net::SocketAddr = listen.parse().expect("an address");
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "the simulator did not listen on {listen}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (sim, port)
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
