@@ -159,6 +159,8 @@ pub struct CaseRun<'a> {
     restore_failures: Vec<(u16, String)>,
     /// Escrow entries of the keys this case generated.
     escrowed_here: Vec<String>,
+    /// Clients whose association an interrupt cut: associated again before the teardown.
+    reassociate: Vec<u16>,
 }
 
 impl std::fmt::Debug for CaseRun<'_> {
@@ -336,6 +338,7 @@ impl<'a> CaseRun<'a> {
             uncertain: BTreeMap::new(),
             restore_failures: Vec::new(),
             escrowed_here: Vec::new(),
+            reassociate: Vec::new(),
         })
     }
 
@@ -1748,7 +1751,6 @@ impl<'a> CaseRun<'a> {
             })?,
         };
         let original = self.t.original.client(sap).cloned();
-        let mut items = Vec::new();
         let mut new_keys = Vec::new();
         let mut generated = Vec::new();
         for spec in &k.keys {
@@ -1795,19 +1797,23 @@ impl<'a> CaseRun<'a> {
                     .parse::<Key>()
                     .map_err(|e| StepError::Harness(format!("key: {e}")))?,
             };
-            let mut wrapped = wrap_key(&kek, &key).to_vec();
-            if k.corrupt_wrap {
-                wrapped[7] ^= 0x01;
-            }
             if let Some(name) = &spec.save {
                 self.secrets.insert(name.clone(), key.clone());
             }
-            items.push(Data::Structure(vec![
-                Data::Enum(id),
-                Data::OctetString(wrapped),
-            ]));
             new_keys.push((id, key));
         }
+        let wrap_all = |kek: &Key| -> Vec<Data> {
+            new_keys
+                .iter()
+                .map(|(id, key)| {
+                    let mut wrapped = wrap_key(kek, key).to_vec();
+                    if k.corrupt_wrap {
+                        wrapped[7] ^= 0x01;
+                    }
+                    Data::Structure(vec![Data::Enum(*id), Data::OctetString(wrapped)])
+                })
+                .collect()
+        };
         let method = MethodDescriptor {
             class_id: 64,
             instance: obis,
@@ -1822,18 +1828,61 @@ impl<'a> CaseRun<'a> {
             "key transfer of {} key(s) on {obis}",
             new_keys.len()
         ));
-        if may_take {
-            self.in_flight = Some(custody::InFlight {
-                sap,
-                keys: new_keys.clone(),
-            });
+        // When the master key is in doubt (a transfer of it was cut short), the
+        // key the meter may hold wraps first, then the one the harness used.
+        let mut keks = Vec::new();
+        if k.wrap_with.is_none()
+            && let Some(d) = self
+                .uncertain
+                .get(&sap)
+                .and_then(|u| u.iter().find(|(i, _)| *i == 3))
+                .map(|(_, m)| m.clone())
+            && d != kek
+        {
+            keks.push(d);
         }
-        // A link error returns early and leaves the transfer in flight (in doubt).
-        let observed = self
-            .action(method, Some(Data::Array(items)), false, None)
-            .await?;
-        let sent = self.in_flight.take();
+        keks.push(kek);
         let ids: Vec<u8> = new_keys.iter().map(|(id, _)| *id).collect();
+        let mut observed = Observed::Silence;
+        let mut sent = None;
+        for (n, kek) in keks.iter().enumerate() {
+            // Without an association nothing is sent (the action fails at once).
+            let associated = self.clients.get(&sap).is_some_and(|c| c.assoc.is_some());
+            if may_take && associated {
+                self.in_flight = Some(custody::InFlight {
+                    sap,
+                    keys: new_keys.clone(),
+                });
+            }
+            // A link error returns early and leaves the transfer in flight (in doubt).
+            observed = self
+                .action(
+                    method.clone(),
+                    Some(Data::Array(wrap_all(kek))),
+                    false,
+                    None,
+                )
+                .await?;
+            sent = self.in_flight.take();
+            let success = matches!(
+                observed,
+                Observed::Action(crate::wire::apdu::ActionResult::Success, _)
+            );
+            if keks.len() == 2 && success {
+                // The meter held this master key: no longer in doubt.
+                self.settle_ids(sap, &[3]);
+                if !ids.contains(&3) {
+                    self.adopt_keys(sap, &[(3, kek.clone())]);
+                }
+            }
+            if n + 1 < keks.len() && matches!(observed, Observed::Action(..)) && !success {
+                self.note(
+                    "refused under the master key the meter may hold; wrapping under the one used before",
+                );
+                continue;
+            }
+            break;
+        }
         match &observed {
             Observed::Action(crate::wire::apdu::ActionResult::Success, _) if may_take => {
                 self.settle_ids(sap, &ids);
@@ -1844,8 +1893,8 @@ impl<'a> CaseRun<'a> {
                     self.mark_uncertain(f);
                 }
             }
-            // A refusal: the meter keeps the keys it had.
-            Observed::Action(..) | Observed::Exception { .. } => self.settle_ids(sap, &ids),
+            // A refusal: the meter keeps the keys it had (which may still be in doubt).
+            Observed::Action(..) | Observed::Exception { .. } => {}
             // No readable answer: the meter may have taken the keys.
             _ => {
                 if let Some(f) = sent {
