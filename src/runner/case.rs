@@ -1856,12 +1856,7 @@ impl<'a> CaseRun<'a> {
             }
             // A link error returns early and leaves the transfer in flight (in doubt).
             observed = self
-                .action(
-                    method.clone(),
-                    Some(Data::Array(wrap_all(kek))),
-                    false,
-                    None,
-                )
+                .action(method, Some(Data::Array(wrap_all(kek))), false, None)
                 .await?;
             sent = self.in_flight.take();
             let success = matches!(
