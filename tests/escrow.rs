@@ -346,3 +346,37 @@ fn a_meter_left_with_a_generated_key_is_recovered_from_the_escrow_file() {
     let r = read(None);
     assert!(r.status.success(), "{}", text(&r));
 }
+
+#[test]
+fn after_a_case_leaves_a_key_later_cases_use_it_and_key_cases_are_inconclusive() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, xml) = run(
+        &[
+            "fixtures/escrow/leave-new-key.yaml",
+            "suites/key-transfer.yaml",
+            "suites/association.yaml",
+        ],
+        dir.path(),
+        "after",
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    // Every key-transfer case is inconclusive, for the one reason.
+    let precondition = "precondition failed: the previous case could not restore the keys (LEAVE_NEW_KEY left client 1 with";
+    for id in ["SYMSEC_0_Key_Tx_P1", "SYMSEC_0_Key_Tx_N2", "KEY_TX_MASTER"] {
+        let line = t
+            .lines()
+            .find(|l| l.contains(&format!("key-transfer {id} ")))
+            .unwrap_or_else(|| panic!("{id} not reported:\n{t}"));
+        assert!(line.starts_with("ERROR"), "{line}");
+    }
+    assert!(t.contains(precondition), "{t}");
+    assert!(!t.contains("FAIL  "), "no case is failed for it:\n{t}");
+    // The association suite runs with the key the meter holds, and passes.
+    assert!(
+        t.lines()
+            .any(|l| l.starts_with("PASS") && l.contains("association APPL_OPEN_1 ")),
+        "{t}"
+    );
+    assert!(xml.contains("device.left-changed"), "{xml}");
+}
