@@ -103,7 +103,7 @@ impl CaseRun<'_> {
             .map_err(|e| StepError::Harness(format!("{e}; the key transfer was not sent")))?;
         for ((id, key), entry) in generated.iter().zip(names) {
             self.note(format!(
-                "generated {} key {key} for client {sap} escrowed as {entry} in {}",
+                "generated {} {key} for client {sap} escrowed as {entry} in {}",
                 key_id_name(*id),
                 self.t.escrow.location()
             ));
