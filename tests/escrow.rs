@@ -379,4 +379,7 @@ fn after_a_case_leaves_a_key_later_cases_use_it_and_key_cases_are_inconclusive()
         "{t}"
     );
     assert!(xml.contains("device.left-changed"), "{xml}");
+    // Said once, by the case that left the key, not again by every later case.
+    let summary = t.split("Summary:").nth(1).expect("a summary");
+    assert_eq!(summary.matches("    KEYS ").count(), 1, "{summary}");
 }

@@ -272,9 +272,16 @@ impl CaseRun<'_> {
                     });
                 }
             }
+            let known = self
+                .t
+                .custody
+                .left_changed
+                .get(&sap)
+                .is_some_and(|(_, h)| *h == held);
             if held.is_empty() {
                 self.t.custody.left_changed.remove(&sap);
-            } else {
+            } else if !known {
+                // Reported once, by the case that left it so.
                 left.extend(held.iter().cloned());
                 self.t
                     .custody
