@@ -4,6 +4,7 @@
 //!
 //! * [`wire`]: pure codecs (HDLC, TCP/UDP wrapper, A-XDR, APDUs, OBIS). No I/O.
 //! * [`security`]: security suite 0 (AES-GCM-128, HLS-GMAC, AES key wrap, counters). No I/O.
+//! * [`keys`]: key custody (the escrow file of generated keys).
 //! * [`profile`]: device profiles (what the harness knows of a device under test).
 //! * [`transport`]: tokio drivers for the wrapper, HDLC, serial and mode E; the target syntax.
 //! * [`suite`]: the YAML suite model and loader.
@@ -13,6 +14,7 @@
 #![warn(missing_debug_implementations)]
 
 pub mod client;
+pub mod keys;
 pub mod profile;
 pub mod report;
 pub mod runner;

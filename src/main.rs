@@ -132,6 +132,10 @@ struct RunArgs {
     /// Also write one traffic trace per case into this folder.
     #[arg(long)]
     traces: Option<PathBuf>,
+    /// Key file where generated keys are escrowed (mode 0600) before they are
+    /// sent to the meter [default: escrow-keys.yaml beside the JUnit report].
+    #[arg(long, value_name = "FILE", env = "IDIS_ESCROW")]
+    escrow: Option<PathBuf>,
     /// Set a suite variable (repeatable): NAME=VALUE.
     #[arg(long = "var", value_name = "NAME=VALUE")]
     vars: Vec<String>,
@@ -317,13 +321,24 @@ async fn cmd_run(a: RunArgs, color: ColorChoice) -> ExitCode {
         }
         return ExitCode::from(USAGE_ERROR);
     }
-    let targets = match build_targets(&a.target, a.strict, a.state.as_deref()) {
+    let mut targets = match build_targets(&a.target, a.strict, a.state.as_deref()) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(USAGE_ERROR);
         }
     };
+    // Generated keys are escrowed before they are sent; one file for the run.
+    let escrow_path = a.escrow.clone().unwrap_or_else(|| {
+        a.junit
+            .parent()
+            .unwrap_or(Path::new(""))
+            .join("escrow-keys.yaml")
+    });
+    let escrow = Arc::new(idis_harness::keys::Escrow::file(escrow_path));
+    for t in &mut targets {
+        t.state.escrow = escrow.clone();
+    }
     let selection = Selection {
         ids: a.ids.clone(),
         tags: a.tag.clone(),

@@ -13,7 +13,9 @@ use anstyle::{AnsiColor, Style};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{Reporter, one_line, sanitize};
-use crate::runner::event::{CaseInfo, Diagnostic, Event, SourceLocation, Summary, Verdict};
+use crate::runner::event::{
+    CaseInfo, CustodyNotice, Diagnostic, Event, SourceLocation, Summary, Verdict,
+};
 
 /// A progress bar is drawn only for runs with more cases than this.
 pub const PROGRESS_MIN_CASES: usize = 20;
@@ -136,6 +138,8 @@ pub struct ConsoleReporter<W: Write> {
     running: Vec<CaseInfo>,
     /// Why targets stopped before their cases ran (shown in the summary).
     stopped: Vec<String>,
+    /// Failed restores and devices left changed, repeated after the summary.
+    key_alarms: Vec<(CaseInfo, CustodyNotice)>,
 }
 
 impl<W: Write> std::fmt::Debug for ConsoleReporter<W> {
@@ -177,6 +181,7 @@ impl<W: Write> ConsoleReporter<W> {
             problems: Vec::new(),
             running: Vec::new(),
             stopped: Vec::new(),
+            key_alarms: Vec::new(),
         }
     }
 
@@ -390,6 +395,9 @@ impl<W: Write> ConsoleReporter<W> {
             }
             s.push('\n');
         }
+        for (case, notice) in std::mem::take(&mut self.key_alarms) {
+            s.push_str(&self.key_alarm(&case, &notice));
+        }
         for case in std::mem::take(&mut self.running) {
             let _ = write!(
                 s,
@@ -423,6 +431,49 @@ pub(crate) fn detail_lines<'a>(d: &Diagnostic, detail: &'a str) -> Vec<&'a str> 
         lines.remove(0);
     }
     lines
+}
+
+impl<W: Write> ConsoleReporter<W> {
+    /// The loud lines of a failed restore or a device left changed: what
+    /// happened, and the escrow file that holds the generated keys.
+    fn key_alarm(&self, case: &CaseInfo, n: &CustodyNotice) -> String {
+        let style = AnsiColor::Red.on_default().bold();
+        let what = if n.left_changed.is_empty() {
+            "restoring the keys failed"
+        } else {
+            "the device is left with keys other than the device profile's"
+        };
+        let mut s = format!(
+            "    {} {}: {what}\n",
+            self.paint(style, "KEYS"),
+            self.case_ref(case)
+        );
+        let _ = writeln!(s, "      {}", one_line(&n.message));
+        let held: Vec<&String> = n
+            .left_changed
+            .iter()
+            .filter_map(|h| h.entry.as_ref())
+            .collect();
+        let entries = if held.is_empty() {
+            n.escrowed.iter().collect()
+        } else {
+            held
+        };
+        for e in entries {
+            let _ = writeln!(s, "      escrow entry: {}", one_line(e));
+        }
+        match &n.escrow_file {
+            Some(f) => {
+                let _ = writeln!(
+                    s,
+                    "      escrow file: {} (name an entry in a device profile as {{file: ..., entry: ...}})",
+                    sanitize(&f.display().to_string())
+                );
+            }
+            None => s.push_str("      the generated keys were escrowed in memory only\n"),
+        }
+        s
+    }
 }
 
 /// The indented explanation under a FAIL/ERROR line: the one-line message
@@ -464,6 +515,13 @@ impl<W: Write> Reporter for ConsoleReporter<W> {
                 return Ok(());
             }
             Event::StepFinished { .. } => return Ok(()),
+            Event::KeyCustody { case, notice } => {
+                if !notice.is_alarm() {
+                    return Ok(());
+                }
+                self.key_alarms.push((case.clone(), notice.clone()));
+                self.key_alarm(case, notice)
+            }
             Event::CaseFinished {
                 case,
                 verdict,

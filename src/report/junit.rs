@@ -27,7 +27,9 @@ use std::time::{Duration, SystemTime};
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
 use super::{Reporter, one_line, push_capped, sanitize, write_atomic};
-use crate::runner::event::{CaseInfo, Diagnostic, Event, TargetInfo, TrafficRecord, Verdict};
+use crate::runner::event::{
+    CaseInfo, CustodyNotice, Diagnostic, Event, TargetInfo, TrafficRecord, Verdict,
+};
 
 /// Default cap on the `<system-out>` of one case.
 pub const DEFAULT_MAX_CASE_OUTPUT: usize = 256 * 1024;
@@ -74,6 +76,8 @@ struct Group {
     suite_file: PathBuf,
     timestamp: SystemTime,
     cases: Vec<Done>,
+    /// What cases did to the meter's keys: (case id, notice).
+    custody: Vec<(String, CustodyNotice)>,
 }
 
 #[derive(Debug)]
@@ -160,6 +164,7 @@ impl JunitReporter {
             suite_file: case.suite_file.clone(),
             timestamp: (self.now)(),
             cases: Vec::new(),
+            custody: Vec::new(),
         });
         self.groups.len() - 1
     }
@@ -251,6 +256,35 @@ impl JunitReporter {
                 props.push(("target.not-tested", why.clone()));
             }
         }
+        // Key custody (junit-10.xsd has no properties per test case, so they are the suite's).
+        if let Some(f) = g.custody.iter().find_map(|(_, n)| n.escrow_file.as_ref()) {
+            props.push(("escrow.file", f.display().to_string()));
+        }
+        let failed: Vec<&str> = g
+            .custody
+            .iter()
+            .filter(|(_, n)| n.restore_failed)
+            .map(|(c, _)| c.as_str())
+            .collect();
+        if !failed.is_empty() {
+            props.push(("keys.restore-failed", failed.join(", ")));
+        }
+        if let Some((c, n)) = g
+            .custody
+            .iter()
+            .rev()
+            .find(|(_, n)| !n.left_changed.is_empty())
+        {
+            props.push(("device.left-changed", format!("after {c}: {}", n.message)));
+            let entries: Vec<&str> = n
+                .left_changed
+                .iter()
+                .filter_map(|h| h.entry.as_deref())
+                .collect();
+            if !entries.is_empty() {
+                props.push(("escrow.entries", entries.join(", ")));
+            }
+        }
         if let Some(not_run) = self.interrupted {
             props.push(("run.interrupted", "true".to_owned()));
             props.push(("run.not-run", not_run.to_string()));
@@ -322,6 +356,12 @@ impl Reporter for JunitReporter {
                             );
                         }
                     }
+                }
+            }
+            Event::KeyCustody { case, notice } => {
+                let gi = self.group_index(case);
+                if let Some(g) = self.groups.get_mut(gi) {
+                    g.custody.push((case.case_id.clone(), notice.clone()));
                 }
             }
             Event::CaseFinished {

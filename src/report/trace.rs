@@ -187,6 +187,8 @@ impl Reporter for TraceWriter {
             Event::CaseStarted { case } => {
                 self.running.push((case.clone(), Vec::new()));
             }
+            // Its notes are in the case's traffic already.
+            Event::KeyCustody { .. } => {}
             Event::StepFinished { case, traffic, .. } => {
                 if let Some((_, t)) = self.running.iter_mut().rev().find(|(c, _)| c == case) {
                     t.extend(traffic.iter().cloned());

@@ -1,5 +1,12 @@
 //! Running one case against one target: steps in order, each observed and
 //! judged against its accepted outcomes, then the teardown, which always runs.
+//! Key custody (escrow, keys in doubt) is in [`custody`]; preconditions on
+//! lasting device state (security policies) in [`lasting`].
+
+mod custody;
+mod lasting;
+
+pub use custody::Custody;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -52,6 +59,10 @@ pub struct TargetState {
     /// The physical port of a single-link target, held open between cases
     /// (a mode E meter then signs on once per HDLC session, not per open).
     pub port: Option<crate::transport::port::SharedPort>,
+    /// Where generated keys are escrowed before they are sent.
+    pub escrow: std::sync::Arc<crate::keys::Escrow>,
+    /// What the harness knows of the keys the meter holds.
+    pub custody: Custody,
 }
 
 impl TargetState {
@@ -84,7 +95,15 @@ impl TargetState {
             store,
             device_id,
             port: None,
+            escrow: std::sync::Arc::new(crate::keys::Escrow::memory()),
+            custody: Custody::default(),
         }
+    }
+
+    /// Escrows generated keys in `escrow` (the default keeps them in memory only).
+    pub fn with_escrow(mut self, escrow: std::sync::Arc<crate::keys::Escrow>) -> Self {
+        self.escrow = escrow;
+        self
     }
 
     /// The link kind a case needing `requires` gets on this target, or why it cannot run.
@@ -215,6 +234,16 @@ pub struct CaseRun<'a> {
     traffic: Vec<TrafficRecord>,
     last_initiate_ic: BTreeMap<u16, u32>,
     in_teardown: bool,
+    /// A key transfer sent and not answered yet (a cancelled step leaves it here).
+    in_flight: Option<custody::InFlight>,
+    /// Keys a client may hold after a key transfer whose outcome is unknown.
+    uncertain: BTreeMap<u16, Vec<(u8, Key)>>,
+    /// Teardown key transfers that failed: (client, why).
+    restore_failures: Vec<(u16, String)>,
+    /// Escrow entries of the keys this case generated.
+    escrowed_here: Vec<String>,
+    /// Clients whose association an interrupt cut: associated again before the teardown.
+    reassociate: Vec<u16>,
 }
 
 impl std::fmt::Debug for CaseRun<'_> {
@@ -431,6 +460,11 @@ impl<'a> CaseRun<'a> {
             traffic: Vec::new(),
             last_initiate_ic: BTreeMap::new(),
             in_teardown: false,
+            in_flight: None,
+            uncertain: BTreeMap::new(),
+            restore_failures: Vec::new(),
+            escrowed_here: Vec::new(),
+            reassociate: Vec::new(),
         })
     }
 
@@ -786,9 +820,31 @@ impl<'a> CaseRun<'a> {
         on_step: &mut (dyn FnMut(usize, String, bool, Vec<TrafficRecord>) + Send),
     ) -> CaseOutcome {
         use crate::runner::event::Verdict;
+        if let Some(reason) = self.custody_precondition() {
+            self.note(reason.clone());
+            return CaseOutcome {
+                verdict: Verdict::Error(RunDiagnostic {
+                    message: reason.clone(),
+                    detail: format!("{reason}\nchecks: {}", self.case.checks),
+                    location: None,
+                }),
+                traffic: self.traffic,
+            };
+        }
+        if let Some(reason) = self.lasting_precondition().await {
+            self.close_all().await;
+            self.save_counters();
+            self.collect_traffic();
+            return CaseOutcome {
+                verdict: Verdict::Skipped(reason),
+                traffic: self.traffic,
+            };
+        }
         let mut verdict = Verdict::Passed;
         let steps = &self.case.steps;
         let deadline = tokio::time::Instant::now() + case_timeout;
+        // Why a step was cut short (its reply may still be on its way).
+        let mut cut: Option<&str> = None;
         for (i, step) in steps.iter().enumerate() {
             if *cancel.borrow() {
                 verdict = Verdict::Error(self.diag(
@@ -805,8 +861,14 @@ impl<'a> CaseRun<'a> {
             let from = self.traffic.len();
             let mut cancel_rx = cancel.clone();
             let r = tokio::select! {
-                r = tokio::time::timeout_at(deadline, self.step(&step.value)) => r.unwrap_or_else(|_| Err(StepError::Harness(format!("the case timed out after {}", humantime::format_duration(case_timeout))))),
-                _ = cancel_rx.wait_for(|c| *c) => Err(StepError::Harness("the run was interrupted".into())),
+                r = tokio::time::timeout_at(deadline, self.step(&step.value)) => r.unwrap_or_else(|_| {
+                    cut = Some("the case timed out");
+                    Err(StepError::Harness(format!("the case timed out after {}", humantime::format_duration(case_timeout))))
+                }),
+                _ = cancel_rx.wait_for(|c| *c) => {
+                    cut = Some("the run was interrupted");
+                    Err(StepError::Harness("the run was interrupted".into()))
+                }
             };
             self.sync_counters();
             let r = r.and_then(|()| self.check_violations());
@@ -847,7 +909,13 @@ impl<'a> CaseRun<'a> {
                 }
             }
         }
-        // The teardown always runs, with its own time budget.
+        // The teardown always runs, with its own time budget, on fresh links
+        // after a step was cut short, and with the keys the meter holds.
+        if let Some(why) = cut {
+            self.abandon_links(why).await;
+        }
+        self.settle_before_teardown().await;
+        self.collect_traffic();
         self.in_teardown = true;
         let teardown = &self.case.teardown;
         for (i, step) in teardown.iter().enumerate() {
@@ -869,6 +937,12 @@ impl<'a> CaseRun<'a> {
                     StepError::Fail { message, label } => (message, Some(label), true),
                     StepError::Harness(m) | StepError::Precondition(m) => (m, None, false),
                 };
+                if matches!(step.value, Step::KeyTransfer(_)) {
+                    self.restore_failures.push((
+                        self.default_client,
+                        format!("teardown step {} ({label}): {msg}", i + 1),
+                    ));
+                }
                 let d = self.diag(
                     i,
                     true,
@@ -891,6 +965,7 @@ impl<'a> CaseRun<'a> {
                 }
             }
         }
+        self.settle_after_teardown().await;
         self.close_all().await;
         self.save_counters();
         self.collect_traffic();
@@ -2061,8 +2136,8 @@ impl<'a> CaseRun<'a> {
             })?,
         };
         let original = self.t.original.client(sap).cloned();
-        let mut items = Vec::new();
         let mut new_keys = Vec::new();
+        let mut generated = Vec::new();
         for spec in &k.keys {
             let id = vocab::code(vocab::KEY_IDS, &spec.id)
                 .or_else(|| spec.id.parse().ok())
@@ -2072,8 +2147,12 @@ impl<'a> CaseRun<'a> {
                 m::Tpl::Var(v) => v.clone(),
             };
             let key = match text.as_str() {
-                "generate" => Key::from_slice(&random_bytes(16))
-                    .map_err(|e| StepError::Harness(e.to_string()))?,
+                "generate" => {
+                    let g = Key::from_slice(&random_bytes(16))
+                        .map_err(|e| StepError::Harness(e.to_string()))?;
+                    generated.push((id, g.clone()));
+                    g
+                }
                 "original" => {
                     let o = original.as_ref();
                     let k = match id {
@@ -2103,39 +2182,105 @@ impl<'a> CaseRun<'a> {
                     .parse::<Key>()
                     .map_err(|e| StepError::Harness(format!("key: {e}")))?,
             };
-            let mut wrapped = wrap_key(&kek, &key).to_vec();
-            if k.corrupt_wrap {
-                wrapped[7] ^= 0x01;
-            }
             if let Some(name) = &spec.save {
                 self.secrets.insert(name.clone(), key.clone());
             }
-            items.push(Data::Structure(vec![
-                Data::Enum(id),
-                Data::OctetString(wrapped),
-            ]));
             new_keys.push((id, key));
         }
+        let wrap_all = |kek: &Key| -> Vec<Data> {
+            new_keys
+                .iter()
+                .map(|(id, key)| {
+                    let mut wrapped = wrap_key(kek, key).to_vec();
+                    if k.corrupt_wrap {
+                        wrapped[7] ^= 0x01;
+                    }
+                    Data::Structure(vec![Data::Enum(*id), Data::OctetString(wrapped)])
+                })
+                .collect()
+        };
         let method = MethodDescriptor {
             class_id: 64,
             instance: obis,
             method_id: 2,
         };
+        // A key wrapped wrongly on purpose cannot be unwrapped into this key by
+        // the meter; any other may be taken, so it is escrowed before it is sent.
+        let may_take = !k.corrupt_wrap && k.wrap_with.is_none();
+        let note = (!may_take).then_some("wrapped wrongly on purpose: the meter should refuse it");
+        self.escrow_keys(sap, &generated, note)?;
         self.note(format!(
             "key transfer of {} key(s) on {obis}",
             new_keys.len()
         ));
-        let observed = self
-            .action(method, Some(Data::Array(items)), false, None)
-            .await?;
-        if matches!(
-            observed,
-            Observed::Action(crate::wire::apdu::ActionResult::Success, _)
-        ) && k.adopt.unwrap_or(true)
-            && !k.corrupt_wrap
-            && k.wrap_with.is_none()
+        // When the master key is in doubt (a transfer of it was cut short), the
+        // key the meter may hold wraps first, then the one the harness used.
+        let mut keks = Vec::new();
+        if k.wrap_with.is_none()
+            && let Some(d) = self
+                .uncertain
+                .get(&sap)
+                .and_then(|u| u.iter().find(|(i, _)| *i == 3))
+                .map(|(_, m)| m.clone())
+            && d != kek
         {
-            self.adopt_keys(sap, &new_keys);
+            keks.push(d);
+        }
+        keks.push(kek);
+        let ids: Vec<u8> = new_keys.iter().map(|(id, _)| *id).collect();
+        let mut observed = Observed::Silence;
+        let mut sent = None;
+        for (n, kek) in keks.iter().enumerate() {
+            // Without an association nothing is sent (the action fails at once).
+            let associated = self.clients.get(&sap).is_some_and(|c| c.assoc.is_some());
+            if may_take && associated {
+                self.in_flight = Some(custody::InFlight {
+                    sap,
+                    keys: new_keys.clone(),
+                });
+            }
+            // A link error returns early and leaves the transfer in flight (in doubt).
+            observed = self
+                .action(method, Some(Data::Array(wrap_all(kek))), false, None)
+                .await?;
+            sent = self.in_flight.take();
+            let success = matches!(
+                observed,
+                Observed::Action(crate::wire::apdu::ActionResult::Success, _)
+            );
+            if keks.len() == 2 && success {
+                // The meter held this master key: no longer in doubt.
+                self.settle_ids(sap, &[3]);
+                if !ids.contains(&3) {
+                    self.adopt_keys(sap, &[(3, kek.clone())]);
+                }
+            }
+            if n + 1 < keks.len() && matches!(observed, Observed::Action(..)) && !success {
+                self.note(
+                    "refused under the master key the meter may hold; wrapping under the one used before",
+                );
+                continue;
+            }
+            break;
+        }
+        match &observed {
+            Observed::Action(crate::wire::apdu::ActionResult::Success, _) if may_take => {
+                self.settle_ids(sap, &ids);
+                if k.adopt.unwrap_or(true) {
+                    self.adopt_keys(sap, &new_keys);
+                } else if let Some(f) = sent {
+                    // The meter took the keys; the harness keeps the old ones on purpose.
+                    self.mark_uncertain(f);
+                }
+            }
+            // A refusal: the meter keeps the keys it had (which may still be in doubt).
+            Observed::Action(..) | Observed::Exception { .. } => {}
+            // No readable answer: the meter may have taken the keys.
+            _ => {
+                if let Some(f) = sent {
+                    self.mark_uncertain(f);
+                }
+            }
         }
         let next = self.next_ic_of(sap);
         self.judge(step, &observed, &[Outcome::Success], next)

@@ -182,6 +182,42 @@ impl Summary {
     }
 }
 
+/// A key a client of the meter holds (or may hold) other than the device
+/// profile's. Never the key itself: where it is escrowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyHeld {
+    pub client: u16,
+    /// `unicast`, `broadcast`, `authentication` or `master`.
+    pub key: String,
+    /// The escrow entry holding the key, when the harness generated it.
+    pub entry: Option<String>,
+    /// False when the meter may hold it (a key transfer whose outcome is unknown).
+    pub certain: bool,
+}
+
+/// What a case did to the meter's keys, when it matters: it escrowed
+/// generated keys, a restore failed, or the meter is left with other keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustodyNotice {
+    /// The escrow key file (none when keys are escrowed in memory only).
+    pub escrow_file: Option<PathBuf>,
+    /// A teardown key transfer (restoring keys) failed.
+    pub restore_failed: bool,
+    /// The escrow entries of the keys this case generated.
+    pub escrowed: Vec<String>,
+    /// Keys the meter is left with other than the device profile's.
+    pub left_changed: Vec<KeyHeld>,
+    /// In words, for people.
+    pub message: String,
+}
+
+impl CustodyNotice {
+    /// A restore failed or the device is left changed: worth a loud line.
+    pub fn is_alarm(&self) -> bool {
+        self.restore_failed || !self.left_changed.is_empty()
+    }
+}
+
 /// An event of a run, in order.
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -203,6 +239,11 @@ pub enum Event {
         description: String,
         ok: bool,
         traffic: Vec<TrafficRecord>,
+    },
+    /// What a case did to the meter's keys (sent before its `CaseFinished`).
+    KeyCustody {
+        case: CaseInfo,
+        notice: CustodyNotice,
     },
     CaseFinished {
         case: CaseInfo,

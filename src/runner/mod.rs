@@ -478,6 +478,13 @@ async fn run_one(
             });
         };
     let out = run.run(timeout, cancel, &mut on_step).await;
+    // Failed restores and keys left changed go out before the case's verdict.
+    for notice in std::mem::take(&mut t.custody.notices) {
+        let _ = events.send(Event::KeyCustody {
+            case: info.clone(),
+            notice,
+        });
+    }
     (out.verdict, out.traffic)
 }
 
