@@ -6,9 +6,21 @@
 //! a list of cases; a case has steps, run in order, and a teardown that always runs.
 //! Each step is a one-key map naming what to do (`connect`, `disconnect`,
 //! `associate`, `release`, `get`, `set`, `action`, `send`, `replay`, `key-transfer`,
-//! `security-activate`, `read-counter`, `check`, `wait`, `listen`). Steps that talk
-//! to the meter may say what they `expect:`: one outcome, or a list of outcomes of
-//! which any one passes.
+//! `security-activate`, `read-counter`, `check`, `wait`, `listen`, `restart`). Steps
+//! that talk to the meter may say what they `expect:`: one outcome, or a list of
+//! outcomes of which any one passes.
+//!
+//! Only the point of a case may fail it: a step written `- given: {STEP}`
+//! establishes a precondition, and when it does not hold the case is
+//! inconclusive ("precondition failed: ..."), never failed.
+//!
+//! Clients and objects are named by role, which the device profile maps
+//! ([`crate::profile::roles`]): `client: management` (or a SAP number, for
+//! suites of one's own), `get: {object: clock, attr: 2}`, `get: {object:
+//! invocation-counter, of: management, attr: 2}`; or by `class` and `obis`.
+//! The profile's settings reach a case as variables without declaring them
+//! ([`vars::PROFILE_VARS`]: `${probe_get}`, `${server_system_title}`, the HDLC
+//! addresses, ...).
 //!
 //! ```yaml
 //! # yaml-language-server: $schema=schema.json
@@ -16,7 +28,7 @@
 //! title: A meter rejects replayed and tampered requests
 //! references: [Green Book 9.2.7.2.4]
 //! vars:
-//!   client: 1                      # override: --var client=16, IDIS_VAR_CLIENT=16
+//!   client: management             # override: --var client=public, IDIS_VAR_CLIENT=16
 //!   clock: 0-0:1.0.0.255
 //! templates:                       # anchors to reuse; not interpreted
 //!   mgmt: &mgmt {mechanism: hls-gmac, security: authenticated-encrypted}
@@ -27,8 +39,8 @@
 //!     requires: [hls-gmac]
 //!     detects: [accepts-replayed-counter]  # the simulator fault this case must catch
 //!     steps:
-//!       - connect: {client: '${client}'}
-//!       - associate: {<<: *mgmt, client: '${client}'}
+//!       - given: {connect: {client: '${client}'}}
+//!       - given: {associate: {<<: *mgmt, client: '${client}'}}
 //!       - get: {class: 8, obis: '${clock}', attr: 2, save: time}
 //!       - replay:
 //!           expect: [{exception: invocation-counter-error}, silence, {profile: replayed-counter}]
