@@ -950,13 +950,13 @@ impl Meter {
         };
         let client = assoc.client;
         // Keys: after the response, unless the meter applies them before.
-        if self.q(Quirk::AppliesKeyBeforeResponse) {
-            for (id, key) in pending_keys {
+        // The quirk: a new unicast (encryption) key goes to work at once.
+        for (id, key) in pending_keys {
+            if id == 0 && self.q(Quirk::AppliesKeyBeforeResponse) {
                 self.install_key(conn, client, id, key);
+            } else {
+                conn.pending_keys.push((client, id, key));
             }
-        } else {
-            conn.pending_keys
-                .extend(pending_keys.into_iter().map(|(id, k)| (client, id, k)));
         }
         let AssocState::Open(assoc) = &mut conn.assoc else {
             return response.encode();

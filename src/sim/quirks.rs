@@ -82,7 +82,7 @@ quirks! {
     RefusesRelease = "refuses-release": "answers an RLRQ on an open association with an exception-response and stays associated",
     AcceptsUnprotectedRelease = "accepts-unprotected-release": "releases a ciphered association on an RLRQ without protected user-information",
     // Security setup.
-    AppliesKeyBeforeResponse = "applies-key-before-response": "protects the key transfer response with the new key",
+    AppliesKeyBeforeResponse = "applies-key-before-response": "protects the response to a key transfer with the new global unicast encryption key",
     AcceptsBadKeyWrap = "accepts-bad-key-wrap": "reports success for a key transfer whose AES key wrap does not verify",
     AcceptsUnknownKeyId = "accepts-unknown-key-id": "reports success for a key transfer with an unknown key_id",
     KeepsOldKey = "keeps-old-key": "reports success for a key transfer but keeps using the old key",
