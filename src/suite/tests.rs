@@ -391,8 +391,11 @@ fn the_documented_example_loads() {
     let example = lines[start..start + len].join("\n");
     let s = load(&example).suite;
     assert_eq!(s.suite, "replay-rejection");
-    let Step::Associate(a) = &s.cases[0].steps[1].value else {
-        panic!()
+    let Step::Given(given) = &s.cases[0].steps[1].value else {
+        panic!("the example's second step is a precondition")
+    };
+    let Step::Associate(a) = given.as_ref() else {
+        panic!("the precondition is an association")
     };
     assert_eq!(a.mechanism.as_deref(), Some("hls-gmac"));
     assert_eq!(a.client, Some(Tpl::Var("${client}".into())));
