@@ -161,6 +161,16 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_COULD_NOT_TEST: u8 = 3;
 
 impl Summary {
+    /// Counts one case's verdict.
+    pub fn count(&mut self, v: &Verdict) {
+        match v {
+            Verdict::Passed => self.passed += 1,
+            Verdict::Failed(_) => self.failed += 1,
+            Verdict::Error(_) => self.errors += 1,
+            Verdict::Skipped(_) => self.skipped += 1,
+        }
+    }
+
     pub fn total(&self) -> usize {
         self.passed + self.failed + self.errors + self.skipped
     }

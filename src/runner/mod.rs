@@ -309,15 +309,7 @@ async fn run_target(
                 .await
             }
         };
-        {
-            let mut s = summary.lock().await;
-            match &verdict {
-                Verdict::Passed => s.passed += 1,
-                Verdict::Failed(_) => s.failed += 1,
-                Verdict::Error(_) => s.errors += 1,
-                Verdict::Skipped(_) => s.skipped += 1,
-            }
-        }
+        summary.lock().await.count(&verdict);
         let bad = matches!(verdict, Verdict::Failed(_) | Verdict::Error(_));
         let _ = events.send(Event::CaseFinished {
             case: info,
@@ -397,15 +389,7 @@ async fn report_monitors(
                 })
             }
         };
-        {
-            let mut s = summary.lock().await;
-            match &verdict {
-                Verdict::Passed => s.passed += 1,
-                Verdict::Failed(_) => s.failed += 1,
-                Verdict::Error(_) => s.errors += 1,
-                Verdict::Skipped(_) => s.skipped += 1,
-            }
-        }
+        summary.lock().await.count(&verdict);
         let _ = events.send(Event::CaseStarted { case: info.clone() });
         let _ = events.send(Event::CaseFinished {
             case: info,
