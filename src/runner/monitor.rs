@@ -92,14 +92,27 @@ const MAX_LISTED: usize = 10;
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Seen {
     case: String,
+    /// The start of the APDU in hex (a run remembers one per counter, so not all of it).
     hex: String,
 }
 
+/// How much of an APDU's hex a finding quotes.
+const QUOTED_HEX: usize = 48;
+
 impl Seen {
+    fn new(case: &str, hex: &str) -> Self {
+        let mut quoted: String = hex.chars().take(QUOTED_HEX).collect();
+        if hex.len() > QUOTED_HEX {
+            quoted.push_str("...");
+        }
+        Seen {
+            case: case.to_owned(),
+            hex: quoted,
+        }
+    }
+
     fn describe(&self) -> String {
-        let short: String = self.hex.chars().take(48).collect();
-        let more = if self.hex.len() > 48 { "..." } else { "" };
-        format!("{} ({short}{more})", self.case)
+        format!("{} ({})", self.case, self.hex)
     }
 }
 
@@ -231,10 +244,7 @@ impl Monitors {
         let Ok(apdu) = Apdu::decode(&bytes) else {
             return;
         };
-        let seen = Seen {
-            case: case.to_owned(),
-            hex: r.hex.clone(),
-        };
+        let seen = Seen::new(case, &r.hex);
         match &apdu {
             Apdu::Aare(a) => {
                 if let Some(t) = &a.responding_ap_title {
@@ -247,10 +257,7 @@ impl Monitors {
                 if let Some(ui) = &a.user_information
                     && let Ok(inner) = Apdu::decode(ui)
                 {
-                    let seen = Seen {
-                        case: case.to_owned(),
-                        hex: hex::encode_upper(ui),
-                    };
+                    let seen = Seen::new(case, &hex::encode_upper(ui));
                     self.ciphered(sap, key, &inner, &seen);
                 }
             }
